@@ -1,0 +1,3 @@
+"""flip_hf: FLIP CTR models for the Hugging Face stack."""
+
+__version__ = "0.1.0"
