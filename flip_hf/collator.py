@@ -1,0 +1,126 @@
+"""Collators: dynamic padding for CTR, and FLIP's joint field-level masking for pretraining."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .processing_flip import MASK_ID, NO_FIELD, PAD_ID, FlipProcessor
+
+IGNORE_INDEX = -100
+MASKING_MODES = ("field", "token")
+
+
+def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+    """Stack processor outputs into tensors, padding the text to the longest row of the batch."""
+    batch: dict[str, torch.Tensor] = {
+        "feature_ids": torch.tensor([f["feature_ids"] for f in features], dtype=torch.long),
+    }
+    if "input_ids" in features[0]:
+        length = max(len(f["input_ids"]) for f in features)
+        if pad_to_multiple_of:
+            length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+        padding = {"input_ids": pad_token_id, "attention_mask": 0, "token_field_ids": NO_FIELD}
+        for key, value in padding.items():
+            batch[key] = torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
+    if "labels" in features[0]:
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float)
+    return batch
+
+
+@dataclass
+class DataCollatorForFlipCTR:
+    """Pads encoded rows for finetuning and inference; encodes raw rows on the fly if given them.
+
+    Set `text=False` for FLIP_ID ("id" mode): no tokenizer work at all.
+    """
+
+    processor: FlipProcessor
+    text: bool = True
+    pad_to_multiple_of: int | None = None
+
+    def _encode(self, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if "feature_ids" in features[0]:
+            return features
+        columns = {key: [f[key] for f in features] for key in features[0]}
+        encoded = self.processor(columns, text=self.text)
+        return [dict(zip(encoded, row)) for row in zip(*encoded.values())]
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        features = self._encode(features)
+        if not self.text:
+            features = [{k: v for k, v in f.items() if k in ("feature_ids", "labels")} for f in features]
+        return pad_features(features, self.processor.tokenizer.pad_token_id, self.pad_to_multiple_of)
+
+
+@dataclass
+class DataCollatorForFlipPretraining(DataCollatorForFlipCTR):
+    """Draws, per sample, two independent sets of fields: one masked in the text, one in the IDs.
+
+    * text (MLM): every token of a chosen field becomes the tokenizer's mask token; `mlm_labels`
+      holds the original ids there and -100 elsewhere. `masking="token"` masks random value tokens
+      instead (the ablation).
+    * IDs (MTM): a chosen field's first slot becomes the reserved mask id 2 (other slots padding);
+      `mtm_labels` holds the original ids of its slots and -100 elsewhere.
+
+    The clean inputs are kept too: the clean text feeds ICL and MTM, the clean IDs feed MLM and ICL.
+    Randomness comes from `generator` if given (reproducible alone), else from torch's global RNG,
+    which `Trainer` seeds and restores on resume, so a resumed run draws the same masks.
+    """
+
+    text_mask_ratio: float = 0.15
+    id_mask_ratio: float = 0.15
+    masking: str = "field"
+    generator: torch.Generator | None = None
+
+    def __post_init__(self):
+        if self.masking not in MASKING_MODES:
+            raise ValueError(f"Unknown masking {self.masking!r}; valid choices: {', '.join(MASKING_MODES)}.")
+        if not self.text:
+            raise ValueError("Pretraining needs the text side: use DataCollatorForFlipPretraining(text=True).")
+        if self.processor.tokenizer.mask_token_id is None:
+            raise ValueError(
+                f"The tokenizer {type(self.processor.tokenizer).__name__} has no mask token, which MLM needs."
+            )
+        slots = self.processor.max_values
+        self._field_of_slot = torch.repeat_interleave(torch.arange(len(slots)), torch.tensor(slots))
+        self._first_slot = torch.tensor([0] + slots[:-1]).cumsum(0)
+
+    def _choose_fields(self, batch_size: int, ratio: float) -> torch.Tensor:
+        """(batch, F) bool: round(ratio * F) fields per sample, at least one, uniformly at random."""
+        num_fields = len(self.processor.fields)
+        k = min(num_fields, max(1, round(ratio * num_fields)))
+        scores = torch.rand(batch_size, num_fields, generator=self.generator)
+        chosen = scores.argsort(dim=1)[:, :k]
+        return torch.zeros(batch_size, num_fields, dtype=torch.bool).scatter_(1, chosen, True)
+
+    def _text_mask(self, token_field_ids: torch.Tensor) -> torch.Tensor:
+        is_value = token_field_ids != NO_FIELD
+        if self.masking == "token":
+            mask = (torch.rand(token_field_ids.shape, generator=self.generator) < self.text_mask_ratio) & is_value
+            # at least one masked value token per sample, like field masking
+            fallback = torch.rand(token_field_ids.shape, generator=self.generator).masked_fill(~is_value, -1).argmax(1)
+            mask[torch.arange(len(mask)), fallback] |= ~mask.any(1)
+            return mask
+        fields = self._choose_fields(len(token_field_ids), self.text_mask_ratio)
+        return fields.gather(1, token_field_ids.clamp(min=0)) & is_value
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        batch.pop("labels", None)  # pretraining is self-supervised; the click is not used
+
+        text_mask = self._text_mask(batch["token_field_ids"])
+        batch["masked_input_ids"] = batch["input_ids"].masked_fill(text_mask, self.processor.tokenizer.mask_token_id)
+        batch["mlm_labels"] = batch["input_ids"].masked_fill(~text_mask, IGNORE_INDEX)
+
+        id_fields = self._choose_fields(len(batch["feature_ids"]), self.id_mask_ratio)
+        slot_mask = id_fields[:, self._field_of_slot]
+        feature_ids = batch["feature_ids"]
+        masked = feature_ids.masked_fill(slot_mask, PAD_ID)
+        first_slots = self._first_slot.expand_as(id_fields)
+        masked.scatter_(1, first_slots, torch.where(id_fields, MASK_ID, masked.gather(1, first_slots)))
+        batch["masked_feature_ids"] = masked
+        batch["mtm_labels"] = feature_ids.masked_fill(~slot_mask | (feature_ids == PAD_ID), IGNORE_INDEX)
+        return batch

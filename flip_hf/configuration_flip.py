@@ -1,0 +1,117 @@
+"""FlipConfig: everything needed to rebuild a FLIP model, including the nested PLM config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+CTR_MODES = ("id", "text", "joint")
+MASKING_MODES = ("field", "token")
+
+
+class FlipConfig(PreTrainedConfig):
+    r"""Configuration of FLIP models ([`FlipForPretraining`], [`FlipForCTR`]).
+
+    Args:
+        fields (`list[dict]`): per field, in order: `name`, `kind`, `vocab_size` (reserved ids
+            included) and `num_slots` (1, or the padded length of a multi-valued field). Take it from
+            `FlipProcessor.field_infos()`.
+        embedding_size (`int`): size d of each field embedding (reference: 32).
+        backbone (`str`) / backbone_options (`dict`): the ID-based CTR network and its options.
+        text_config (`dict` or `PreTrainedConfig`): the PLM's own config, rebuilt by `model_type`.
+        text_model_name_or_path (`str`): where the PLM came from (model cards cite it as base model).
+        text_num_layers (`int`, *optional*): keep only the first k PLM layers (a cost knob).
+        freeze_word_embeddings (`bool`): do not train the PLM's word embeddings (a cost knob).
+        projection_size (`int`): ICL projection size (reference: 128).
+        temperature (`float`) / learnable_temperature (`bool`): ICL temperature (reference: 0.7, fixed).
+        text_mask_ratio / id_mask_ratio (`float`): share of fields masked per sample (at least one).
+        masking (`str`): "field" (FLIP) or "token" (the ablation).
+        mlm_weight / mtm_weight / icl_weight (`float`): loss weights; 0 skips that objective entirely.
+        mtm_full_softmax_max_vocab (`int`): fields up to this vocabulary size get a full softmax in MTM,
+            larger ones a sampled softmax with `mtm_num_negatives` negatives from the same field.
+        mlm_head_dropout (`float`): dropout inside the MLM head.
+        ctr_mode (`str`): "id" (FLIP_ID), "text" (FLIP_PLM) or "joint" (FLIP).
+        fusion_init (`float`): initial alpha of the joint fusion (reference: 0).
+        pad_token_id / mask_token_id (`int`): taken from the tokenizer, never hard-coded.
+    """
+
+    model_type = "flip"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True)}
+
+    fields: list[dict[str, Any]] | None = None
+    embedding_size: int = 32
+    backbone: str = "dcnv2"
+    backbone_options: dict[str, Any] | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    text_model_name_or_path: str | None = None
+    text_num_layers: int | None = None
+    freeze_word_embeddings: bool = False
+    projection_size: int = 128
+    temperature: float = 0.7
+    learnable_temperature: bool = False
+    text_mask_ratio: float = 0.15
+    id_mask_ratio: float = 0.15
+    masking: str = "field"
+    mlm_weight: float = 1.0
+    mtm_weight: float = 1.0
+    icl_weight: float = 1.0
+    mtm_full_softmax_max_vocab: int = 10000
+    mtm_num_negatives: int = 256
+    mlm_head_dropout: float = 0.1
+    ctr_mode: str = "joint"
+    fusion_init: float = 0.0
+    initializer_range: float = 0.02
+    embedding_init_std: float = 1e-4
+    pad_token_id: int | None = None
+    mask_token_id: int | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.fields = [dict(f) for f in (self.fields or [])]
+        self.backbone_options = dict(self.backbone_options or {})
+        if self.ctr_mode not in CTR_MODES:
+            raise ValueError(f"Unknown ctr_mode {self.ctr_mode!r}; valid modes: {', '.join(CTR_MODES)}.")
+        if self.masking not in MASKING_MODES:
+            raise ValueError(f"Unknown masking {self.masking!r}; valid choices: {', '.join(MASKING_MODES)}.")
+        for name in ("mlm_weight", "mtm_weight", "icl_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("text_mask_ratio", "id_mask_ratio"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        for spec in self.fields:
+            missing = {"name", "vocab_size"} - set(spec)
+            if missing:
+                raise ValueError(
+                    f"Field entry {spec} lacks {sorted(missing)}; build fields with FlipProcessor.field_infos()."
+                )
+            spec.setdefault("kind", "categorical")
+            spec.setdefault("num_slots", 1)
+        if self.text_config is not None and self.text_num_layers is not None:
+            if not 1 <= self.text_num_layers <= self.text_config.num_hidden_layers:
+                raise ValueError(
+                    f"text_num_layers={self.text_num_layers} must be between 1 and the PLM's "
+                    f"{self.text_config.num_hidden_layers} layers."
+                )
+            self.text_config.num_hidden_layers = self.text_num_layers
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f["name"] for f in self.fields]
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether a CTR model in this mode has a PLM (pretraining always does)."""
+        return self.ctr_mode != "id"
+
+    @property
+    def uses_ids(self) -> bool:
+        return self.ctr_mode != "text"
+
+
+__all__ = ["FlipConfig", "CTR_MODES"]

@@ -1,0 +1,522 @@
+"""FLIP models: the two encoders, the three pretraining objectives and the CTR heads.
+
+Layout follows transformers' modeling files: outputs, building blocks, the pretrained base class,
+then the models. Shapes: B batch, T tokens, F fields, S feature slots (F plus extra slots of
+multi-valued fields), d field embedding size, H PLM hidden size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .backbones import Backbone, build_backbone
+from .configuration_flip import FlipConfig
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+PAD_ID = 0
+NUM_RESERVED_IDS = 3
+
+
+# ---------------------------------------------------------------------------------------- outputs
+@dataclass
+class FlipModelOutput(ModelOutput):
+    """id_embedding: (B, backbone output) `h_id`; text_embedding: (B, H) first-token `h_text`;
+    text_hidden_states: (B, T, H) all token states `H`."""
+
+    id_embedding: torch.FloatTensor | None = None
+    text_embedding: torch.FloatTensor | None = None
+    text_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class FlipForPretrainingOutput(ModelOutput):
+    """loss: the weighted sum; mlm_loss / mtm_loss / icl_loss: each part (None when its weight is 0)."""
+
+    loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    mtm_loss: torch.FloatTensor | None = None
+    icl_loss: torch.FloatTensor | None = None
+
+
+@dataclass
+class FlipForCTROutput(ModelOutput):
+    """logits: (B,) the click logit of the model's mode; probabilities: sigmoid(logits);
+    id_logits / text_logits: the single-modality logits of joint mode."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    probabilities: torch.FloatTensor | None = None
+    id_logits: torch.FloatTensor | None = None
+    text_logits: torch.FloatTensor | None = None
+
+
+# ------------------------------------------------------------------------------- building blocks
+class FlipFieldEmbeddings(nn.Module):
+    """Per-field vocabularies in one table (each field at its own offset); multi-valued fields mean-pooled.
+
+    Input `feature_ids` (B, S) holds per-field ids (0 pad, 1 unknown, 2 mask, 3+ values).
+    Output (B, F, d).
+    """
+
+    def __init__(self, fields: list[dict], embedding_size: int):
+        super().__init__()
+        vocab_sizes = [f["vocab_size"] for f in fields]
+        slots = [f.get("num_slots", 1) for f in fields]
+        self.slot_field = [field for field, count in enumerate(slots) for _ in range(count)]
+        self.field_offsets = [sum(vocab_sizes[:field]) for field in range(len(fields))]
+        self.num_fields = len(fields)
+        self.pooled = len(self.slot_field) > len(fields)
+        # buffers derived from the config: not saved, rebuilt by reset_buffers (also after meta-device loading)
+        self.register_buffer("slot_offsets", torch.zeros(len(self.slot_field), dtype=torch.long), persistent=False)
+        if self.pooled:
+            self.register_buffer("slot_to_field", torch.zeros(len(fields), len(self.slot_field)), persistent=False)
+        self.embedding = nn.Embedding(sum(vocab_sizes), embedding_size)
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        if self.slot_offsets.is_meta:
+            return
+        init.copy_(self.slot_offsets, torch.tensor([self.field_offsets[f] for f in self.slot_field]))
+        if self.pooled:
+            init.copy_(self.slot_to_field, F.one_hot(torch.tensor(self.slot_field), self.num_fields).T.float())
+
+    def forward(self, feature_ids: torch.LongTensor) -> torch.Tensor:
+        embeddings = self.embedding(feature_ids + self.slot_offsets)
+        if not self.pooled:
+            return embeddings
+        present = (feature_ids != PAD_ID).float()
+        summed = torch.einsum("fs,bsd->bfd", self.slot_to_field, embeddings * present.unsqueeze(-1))
+        counts = (present @ self.slot_to_field.T).clamp(min=1.0)
+        return summed / counts.unsqueeze(-1)
+
+
+class FlipIdEncoder(nn.Module):
+    """Field embeddings + an ID backbone -> `h_id`."""
+
+    def __init__(self, config: FlipConfig):
+        super().__init__()
+        self.embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size)
+        self.backbone = build_backbone(config.backbone, len(config.fields), config.embedding_size, config.backbone_options)
+        self.output_size = self.backbone.output_size
+
+    def forward(self, feature_ids: torch.LongTensor) -> torch.Tensor:
+        return self.backbone(self.embeddings(feature_ids))
+
+
+def _build_text_encoder(text_config) -> PreTrainedModel:
+    """The PLM body without a pooler: FLIP reads the first-token state and all token states."""
+    try:
+        return AutoModel.from_config(text_config, add_pooling_layer=False)
+    except TypeError:  # encoders without a pooler option
+        return AutoModel.from_config(text_config)
+
+
+class FlipMLMHead(nn.Module):
+    """Predicts a masked token from [its masked-text state ; the clean `h_id`] (MLM with tabular help).
+
+    The decoder weight is tied to the PLM's word embeddings.
+    """
+
+    def __init__(self, config: FlipConfig, id_size: int):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.dense = nn.Linear(hidden + id_size, hidden)
+        self.dropout = nn.Dropout(config.mlm_head_dropout)
+        self.decoder = nn.Linear(hidden, config.text_config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.text_config.vocab_size))
+
+    def forward(self, token_states: torch.Tensor, id_embedding: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(torch.tanh(self.dense(torch.cat([token_states, id_embedding], dim=-1))))
+        return self.decoder(hidden) + self.bias
+
+
+class FlipMTMHead(nn.Module):
+    """Recovers masked field values from the masked `h_id` attending over the clean text (MTM with text help).
+
+    Query `W_q h_id_masked` attends over the clean token states with the padding mask and
+    1/sqrt(H) scaling; `Linear([h_id_masked ; c_text])` gives one d-dim slot per field, scored
+    against that field's own output embeddings.
+    """
+
+    def __init__(self, config: FlipConfig, id_size: int):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.query = nn.Linear(id_size, hidden)
+        self.slots = nn.Linear(id_size + hidden, len(config.fields) * config.embedding_size)
+        self.output_embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size)
+        self.embedding_size = config.embedding_size
+        vocab_sizes = [f["vocab_size"] for f in config.fields]
+        self.vocab_sizes = vocab_sizes
+        self.field_offsets = [sum(vocab_sizes[:i]) for i in range(len(vocab_sizes))]
+        slots = [f.get("num_slots", 1) for f in config.fields]
+        self.slot_ranges = [(sum(slots[:i]), sum(slots[: i + 1])) for i in range(len(slots))]
+        self.full_softmax_max_vocab = config.mtm_full_softmax_max_vocab
+        self.num_negatives = config.mtm_num_negatives
+
+    def forward(self, masked_id_embedding, text_states, attention_mask, mtm_labels) -> torch.Tensor:
+        query = self.query(masked_id_embedding)  # (B, H)
+        scores = torch.einsum("bh,bth->bt", query, text_states) / math.sqrt(text_states.size(-1))
+        scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
+        context = torch.einsum("bt,bth->bh", scores.softmax(dim=-1), text_states)
+        field_slots = self.slots(torch.cat([masked_id_embedding, context], dim=-1))
+        field_slots = field_slots.view(len(field_slots), -1, self.embedding_size)  # (B, F, d)
+
+        total, count = field_slots.new_zeros(()), 0
+        table = self.output_embeddings.embedding.weight
+        for field, (start, end) in enumerate(self.slot_ranges):
+            labels = mtm_labels[:, start:end]
+            rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+            if len(rows) == 0:
+                continue
+            targets = labels[rows, cols]
+            # a multi-valued field spreads one unit of loss over its values
+            num_values = (labels != IGNORE_INDEX).sum(dim=1)
+            weights = 1.0 / num_values[rows].float()
+            slot = field_slots[rows, field]  # (n, d)
+            offset, vocab = self.field_offsets[field], self.vocab_sizes[field]
+            if vocab <= self.full_softmax_max_vocab:
+                logits = slot @ table[offset : offset + vocab].T
+                losses = F.cross_entropy(logits, targets, reduction="none")
+            else:
+                losses = self._sampled_softmax(slot, targets, table[offset : offset + vocab])
+            total = total + (losses * weights).sum()
+            count += int((num_values > 0).sum())
+        return total / max(count, 1)
+
+    def _sampled_softmax(self, slot, targets, field_table) -> torch.Tensor:
+        """Softmax over the target and `num_negatives` values drawn uniformly from the same field."""
+        negatives = torch.randint(NUM_RESERVED_IDS, len(field_table), (self.num_negatives,), device=slot.device)
+        positive_logits = (slot * field_table[targets]).sum(-1, keepdim=True)
+        negative_logits = slot @ field_table[negatives].T
+        negative_logits = negative_logits.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+        logits = torch.cat([positive_logits, negative_logits], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
+
+
+def _gather_with_local_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All-gather across processes; gradients flow through this process's slice only.
+
+    Returns the gathered tensor and the offset of the local slice. Batches may differ in size.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor, 0
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return tensor, 0
+    size = torch.tensor([len(tensor)], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    torch.distributed.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: len(tensor)] = tensor.detach()
+    gathered = [torch.zeros_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(gathered, padded)
+    rank = torch.distributed.get_rank()
+    gathered[rank] = tensor
+    return torch.cat([g[:n] for g, n in zip(gathered, sizes)]), sum(sizes[:rank])
+
+
+class FlipContrastiveHead(nn.Module):
+    """Instance-level contrastive learning: symmetric InfoNCE between projected `h_id` and `h_text`."""
+
+    def __init__(self, config: FlipConfig, id_size: int):
+        super().__init__()
+        self.id_projection = nn.Linear(id_size, config.projection_size)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_size)
+        log_scale = torch.tensor(math.log(1.0 / config.temperature))
+        if config.learnable_temperature:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale, persistent=False)
+
+    def forward(self, id_embedding: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        z_id = F.normalize(self.id_projection(id_embedding), dim=-1)
+        z_text = F.normalize(self.text_projection(text_embedding), dim=-1)
+        all_id, offset = _gather_with_local_grad(z_id)
+        all_text, _ = _gather_with_local_grad(z_text)
+        scale = self.log_scale.exp().clamp(max=100.0)
+        targets = torch.arange(len(z_id), device=z_id.device) + offset
+        id_to_text = F.cross_entropy(scale * z_id @ all_text.T, targets)
+        text_to_id = F.cross_entropy(scale * z_text @ all_id.T, targets)
+        return (id_to_text + text_to_id) / 2
+
+
+# --------------------------------------------------------------------------------- base classes
+class FlipPreTrainedModel(PreTrainedModel):
+    config_class = FlipConfig
+    config: FlipConfig
+    base_model_prefix = "flip"
+    main_input_name = "feature_ids"
+    supports_gradient_checkpointing = False
+    accepts_loss_kwargs = False  # FLIP averages its own losses; do not rescale them across processes
+    _tied_weights_keys: dict[str, str] = {}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, Backbone):
+            module.reset_parameters()
+        elif isinstance(module, FlipFieldEmbeddings):
+            init.normal_(module.embedding.weight, std=self.config.embedding_init_std)
+            module.reset_buffers()
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, FlipMLMHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, FlipContrastiveHead):
+            init.constant_(module.log_scale, math.log(1.0 / self.config.temperature))
+        elif isinstance(module, FlipForCTR) and module.config.ctr_mode == "joint":
+            init.constant_(module.fusion_alpha, module.config.fusion_init)
+            init.zeros_(module.fusion_bias)
+
+
+class FlipModel(FlipPreTrainedModel):
+    """The two encoders. `with_text` / `with_ids` let a CTR model build only what its mode uses."""
+
+    def __init__(self, config: FlipConfig, with_ids: bool = True, with_text: bool = True):
+        super().__init__(config)
+        self.id_encoder = FlipIdEncoder(config) if with_ids else None
+        self.text_encoder = None
+        if with_text:
+            if config.text_config is None:
+                raise ValueError("This FLIP model needs a text_config (the PLM's config); got None.")
+            self.text_encoder = _build_text_encoder(config.text_config)
+            if config.freeze_word_embeddings:
+                self.text_encoder.get_input_embeddings().weight.requires_grad_(False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.text_encoder.get_input_embeddings() if self.text_encoder is not None else None
+
+    def set_input_embeddings(self, value):
+        self.text_encoder.set_input_embeddings(value)
+
+    def encode_ids(self, feature_ids: torch.LongTensor) -> torch.Tensor:
+        return self.id_encoder(feature_ids)
+
+    def encode_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, feature_ids=None, input_ids=None, attention_mask=None, **kwargs) -> FlipModelOutput:
+        id_embedding = self.encode_ids(feature_ids) if self.id_encoder is not None and feature_ids is not None else None
+        states = None
+        if self.text_encoder is not None and input_ids is not None:
+            states = self.encode_text(input_ids, attention_mask)
+        return FlipModelOutput(
+            id_embedding=id_embedding,
+            text_embedding=states[:, 0] if states is not None else None,
+            text_hidden_states=states,
+        )
+
+
+def _embedding_parameter_name(model: FlipModel) -> str:
+    """The dotted name of the PLM's word-embedding weight inside `model` (differs between encoders)."""
+    embeddings = model.text_encoder.get_input_embeddings()
+    for name, module in model.text_encoder.named_modules():
+        if module is embeddings:
+            return f"text_encoder.{name}.weight"
+    raise ValueError(f"Cannot locate the word embeddings of {type(model.text_encoder).__name__}.")
+
+
+class FlipForPretraining(FlipPreTrainedModel):
+    """FLIP pretraining: MLM with tabular help + MTM with text help + ICL, in two PLM passes.
+
+    Inputs come from `DataCollatorForFlipPretraining`: the clean `input_ids` / `feature_ids`
+    and their masked versions with `mlm_labels` / `mtm_labels`.
+    """
+
+    def __init__(self, config: FlipConfig):
+        super().__init__(config)
+        self.flip = FlipModel(config)
+        id_size = self.flip.id_encoder.output_size
+        self.mlm_head = FlipMLMHead(config, id_size) if config.mlm_weight > 0 else None
+        self.mtm_head = FlipMTMHead(config, id_size) if config.mtm_weight > 0 else None
+        self.icl_head = FlipContrastiveHead(config, id_size) if config.icl_weight > 0 else None
+        if self.mlm_head is not None and config.tie_word_embeddings:
+            self._tied_weights_keys = {"mlm_head.decoder.weight": f"flip.{_embedding_parameter_name(self.flip)}"}
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder if self.mlm_head is not None else None
+
+    def set_output_embeddings(self, value):
+        self.mlm_head.decoder = value
+
+    @classmethod
+    def from_text_pretrained(cls, plm_name_or_path: str, processor, **config_overrides) -> "FlipForPretraining":
+        """Start FLIP from any HF encoder (Hub id or local path) and a fitted FlipProcessor.
+
+        The PLM weights are loaded; the ID side and the heads are new; the MLM decoder is tied to
+        the word embeddings. Special token ids come from the processor's tokenizer.
+        """
+        tokenizer = processor.tokenizer
+        text_config = AutoConfig.from_pretrained(plm_name_or_path)
+        if tokenizer.mask_token_id is None:
+            raise ValueError(f"The tokenizer of {plm_name_or_path!r} has no mask token, which MLM needs.")
+        if len(tokenizer) > text_config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the PLM {plm_name_or_path!r} only "
+                f"{text_config.vocab_size} embeddings; use the PLM's own tokenizer."
+            )
+        config = FlipConfig(
+            fields=processor.field_infos(),
+            text_config=text_config,
+            text_model_name_or_path=str(plm_name_or_path),
+            pad_token_id=tokenizer.pad_token_id,
+            mask_token_id=tokenizer.mask_token_id,
+            **config_overrides,
+        )
+        model = cls(config)
+        try:
+            plm = AutoModel.from_pretrained(plm_name_or_path, config=config.text_config, add_pooling_layer=False)
+        except TypeError:
+            plm = AutoModel.from_pretrained(plm_name_or_path, config=config.text_config)
+        model.flip.text_encoder.load_state_dict(plm.state_dict())
+        if config.freeze_word_embeddings:
+            model.flip.text_encoder.get_input_embeddings().weight.requires_grad_(False)
+        model.tie_weights()
+        return model
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        feature_ids: torch.LongTensor | None = None,
+        masked_input_ids: torch.LongTensor | None = None,
+        mlm_labels: torch.LongTensor | None = None,
+        masked_feature_ids: torch.LongTensor | None = None,
+        mtm_labels: torch.LongTensor | None = None,
+        token_field_ids: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> FlipForPretrainingOutput:
+        flip = self.flip
+        clean_ids = flip.encode_ids(feature_ids) if (self.mlm_head or self.icl_head) else None
+        clean_text = flip.encode_text(input_ids, attention_mask) if (self.mtm_head or self.icl_head) else None
+
+        mlm_loss = mtm_loss = icl_loss = None
+        if self.mlm_head is not None:
+            _require(masked_input_ids=masked_input_ids, mlm_labels=mlm_labels)
+            masked_states = flip.encode_text(masked_input_ids, attention_mask)
+            rows, cols = (mlm_labels != IGNORE_INDEX).nonzero(as_tuple=True)
+            # project only the masked positions onto the vocabulary
+            logits = self.mlm_head(masked_states[rows, cols], clean_ids[rows])
+            mlm_loss = F.cross_entropy(logits, mlm_labels[rows, cols]) if len(rows) else logits.sum() * 0.0
+        if self.mtm_head is not None:
+            _require(masked_feature_ids=masked_feature_ids, mtm_labels=mtm_labels)
+            masked_ids = flip.encode_ids(masked_feature_ids)
+            mtm_loss = self.mtm_head(masked_ids, clean_text, attention_mask, mtm_labels)
+        if self.icl_head is not None:
+            icl_loss = self.icl_head(clean_ids, clean_text[:, 0])
+
+        config = self.config
+        parts = [(config.mlm_weight, mlm_loss), (config.mtm_weight, mtm_loss), (config.icl_weight, icl_loss)]
+        loss = sum(weight * part for weight, part in parts if part is not None)
+        return FlipForPretrainingOutput(loss=loss, mlm_loss=mlm_loss, mtm_loss=mtm_loss, icl_loss=icl_loss)
+
+
+def _require(**inputs) -> None:
+    missing = [name for name, value in inputs.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"FlipForPretraining needs {missing} for its enabled objectives; build batches with "
+            "DataCollatorForFlipPretraining, or set the objective's weight to 0."
+        )
+
+
+class FlipForCTR(FlipPreTrainedModel):
+    """Click prediction in three modes.
+
+    * "id" (FLIP_ID): ID encoder + linear head; no PLM weights exist at all.
+    * "text" (FLIP_PLM): PLM + linear head on the first-token state.
+    * "joint" (FLIP): p = sigmoid(alpha * z_id + (1 - alpha) * z_text + b), alpha learnable, trained with
+      BCE(p) + BCE(sigmoid(z_id)) + BCE(sigmoid(z_text)).
+
+    `FlipForCTR.from_pretrained(<pretraining checkpoint>, ctr_mode=...)` reuses the aligned encoders;
+    the load report lists the new heads (pretraining heads are dropped without noise).
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^(mlm|mtm|icl)_head\."]
+
+    def __init__(self, config: FlipConfig):
+        super().__init__(config)
+        self.flip = FlipModel(config, with_ids=config.uses_ids, with_text=config.uses_text)
+        self.id_head = nn.Linear(self.flip.id_encoder.output_size, 1) if config.uses_ids else None
+        self.text_head = nn.Linear(config.text_config.hidden_size, 1) if config.uses_text else None
+        # the encoder this mode leaves out is dropped on purpose when loading a pretraining checkpoint
+        unused = {"id": r"^flip\.text_encoder\.", "text": r"^flip\.id_encoder\."}.get(config.ctr_mode)
+        if unused:
+            self._keys_to_ignore_on_load_unexpected = [*self._keys_to_ignore_on_load_unexpected, unused]
+        if config.ctr_mode == "joint":
+            self.fusion_alpha = nn.Parameter(torch.tensor(float(config.fusion_init)))
+            self.fusion_bias = nn.Parameter(torch.zeros(()))
+        self.post_init()
+
+    def forward(
+        self,
+        feature_ids: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        token_field_ids: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> FlipForCTROutput:
+        mode = self.config.ctr_mode
+        if self.config.uses_ids and feature_ids is None:
+            raise ValueError(f"ctr_mode={mode!r} needs feature_ids; encode the rows with FlipProcessor.")
+        if self.config.uses_text and input_ids is None:
+            raise ValueError(f"ctr_mode={mode!r} needs input_ids; encode the rows with FlipProcessor(text=True).")
+        encoded = self.flip(feature_ids=feature_ids, input_ids=input_ids, attention_mask=attention_mask)
+        id_logits = self.id_head(encoded.id_embedding).squeeze(-1) if self.id_head is not None else None
+        text_logits = self.text_head(encoded.text_embedding).squeeze(-1) if self.text_head is not None else None
+        if mode == "id":
+            logits = id_logits
+        elif mode == "text":
+            logits = text_logits
+        else:
+            alpha = self.fusion_alpha
+            logits = alpha * id_logits + (1 - alpha) * text_logits + self.fusion_bias
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.dtype)
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            if mode == "joint":
+                loss = loss + F.binary_cross_entropy_with_logits(id_logits, labels)
+                loss = loss + F.binary_cross_entropy_with_logits(text_logits, labels)
+        return FlipForCTROutput(
+            loss=loss,
+            logits=logits,
+            probabilities=torch.sigmoid(logits),
+            id_logits=id_logits if mode == "joint" else None,
+            text_logits=text_logits if mode == "joint" else None,
+        )
+
+
+__all__ = [
+    "FlipPreTrainedModel",
+    "FlipModel",
+    "FlipForPretraining",
+    "FlipForCTR",
+    "FlipModelOutput",
+    "FlipForPretrainingOutput",
+    "FlipForCTROutput",
+]

@@ -1,0 +1,484 @@
+"""FlipProcessor: one tabular row in, both modalities out.
+
+The processor owns everything needed to turn raw field values into model inputs:
+* the schema (ordered fields),
+* per-field vocabularies fit on the training split (FuxiCTR style), with reserved ids
+  0 = padding, 1 = unknown (unseen, rare or null), 2 = mask,
+* quantile bucket boundaries for numeric fields,
+* the prompt template and the tokenizer.
+
+Text and IDs come from the same row, and the tokenizer's offset mapping ties every value token
+back to its field (`token_field_ids`), which is what field-level masking needs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import string
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from transformers import AutoTokenizer
+from transformers.processing_utils import ProcessorMixin
+
+from .schema import FieldSpec, TabularSchema
+
+logger = logging.getLogger(__name__)
+
+PAD_ID = 0
+UNKNOWN_ID = 1
+MASK_ID = 2
+NUM_RESERVED_IDS = 3
+NO_FIELD = -1
+
+PROMPT_STYLES = ("natural", "compact")
+UNKNOWN_TEXT = "unknown"
+
+
+def _segments_for_style(schema: TabularSchema, style: str) -> list[tuple[str, int | None]]:
+    """The built-in templates as (literal text, field index) segments.
+
+    natural (the paper): "user id is 196. gender is male. ... genres are comedy, drama."
+    compact (fewer tokens): "user id: 196 gender: male ... genres: comedy, drama"
+    """
+    segments: list[tuple[str, int | None]] = []
+    for index, spec in enumerate(schema.fields):
+        lead = " " if index else ""
+        if style == "natural":
+            verb = "are" if spec.is_multi_valued else "is"
+            segments += [(f"{lead}{spec.prompt_name} {verb} ", None), ("", index), (".", None)]
+        else:
+            segments += [(f"{lead}{spec.prompt_name}: ", None), ("", index)]
+    return segments
+
+
+def _segments_for_template(schema: TabularSchema, template: str) -> list[tuple[str, int | None]]:
+    """Parse a user template such as "User {user_id} ({gender}) rated {title}." into segments."""
+    names = schema.field_names
+    segments: list[tuple[str, int | None]] = []
+    seen: list[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        if literal:
+            segments.append((literal, None))
+        if name is None:
+            continue
+        if name not in names:
+            raise ValueError(
+                f"prompt_template names {{{name}}}, which is not a field. Fields are {names}; "
+                "use their names in braces, e.g. '{user_id}'."
+            )
+        if spec or conversion:
+            raise ValueError(f"prompt_template: write {{{name}}} without a format spec or conversion.")
+        if name in seen:
+            raise ValueError(f"prompt_template uses {{{name}}} twice; each field must appear exactly once.")
+        seen.append(name)
+        segments.append(("", names.index(name)))
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise ValueError(
+            f"prompt_template leaves out field(s) {missing}. Every field must appear once, or the text "
+            "side never sees it; add them, or drop them from the schema."
+        )
+    return segments
+
+
+class FlipProcessor(ProcessorMixin):
+    """Schema + vocabularies + prompt template + tokenizer, saved as JSON next to the tokenizer.
+
+    Example:
+        >>> processor = FlipProcessor(tokenizer, schema)
+        >>> processor.fit(dataset["train"])
+        >>> encoded = dataset.map(processor, batched=True, remove_columns=dataset["train"].column_names)
+
+    Args:
+        tokenizer: a *fast* tokenizer (offsets are needed to align tokens with fields).
+        schema: a `TabularSchema` (or its dict).
+        prompt_style: "natural" (the paper's "<field> is <value>.") or "compact".
+        prompt_template: a user template with one `{field_name}` per field; overrides the style.
+        max_length: token budget; long values are cut inside their own span, never a whole field.
+        min_frequency: values seen fewer times in training map to the unknown id.
+        vocabularies, bucket_boundaries, max_values: fitted state, set by `fit` (and on load).
+    """
+
+    attributes = ["tokenizer"]
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(
+        self,
+        tokenizer=None,
+        schema: TabularSchema | dict | None = None,
+        prompt_style: str = "natural",
+        prompt_template: str | None = None,
+        max_length: int = 128,
+        min_frequency: int = 1,
+        vocabularies: list[list[str]] | None = None,
+        bucket_boundaries: list[list[float] | None] | None = None,
+        max_values: list[int] | None = None,
+        **kwargs,
+    ):
+        if tokenizer is None:
+            raise ValueError("FlipProcessor needs a tokenizer, e.g. AutoTokenizer.from_pretrained(<plm>).")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"FlipProcessor needs a fast tokenizer (offset mappings align tokens with fields); got "
+                f"{type(tokenizer).__name__}. Load it with AutoTokenizer.from_pretrained(..., use_fast=True)."
+            )
+        if schema is None:
+            raise ValueError("FlipProcessor needs a schema: a TabularSchema listing the fields.")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"Unknown prompt_style {prompt_style!r}; valid styles: {', '.join(PROMPT_STYLES)}.")
+        super().__init__(tokenizer, **kwargs)
+        self.schema = schema if isinstance(schema, TabularSchema) else TabularSchema.from_dict(schema)
+        self.prompt_style = prompt_style
+        self.prompt_template = prompt_template
+        self.max_length = max_length
+        self.min_frequency = min_frequency
+        self.vocabularies = vocabularies
+        self.bucket_boundaries = bucket_boundaries
+        self.max_values = max_values
+        if prompt_template is not None:
+            self._segments = _segments_for_template(self.schema, prompt_template)
+        else:
+            self._segments = _segments_for_style(self.schema, prompt_style)
+        self._build_lookups()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def fields(self) -> list[FieldSpec]:
+        return self.schema.fields
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.vocabularies is not None
+
+    def _build_lookups(self) -> None:
+        self._lookups = None
+        if self.vocabularies is None:
+            return
+        if len(self.vocabularies) != len(self.fields):
+            raise ValueError(
+                f"The processor has {len(self.vocabularies)} vocabularies for {len(self.fields)} fields; "
+                "re-run fit() on the training split."
+            )
+        self._lookups = [
+            {value: index + NUM_RESERVED_IDS for index, value in enumerate(vocab)} for vocab in self.vocabularies
+        ]
+
+    def field_infos(self) -> list[dict[str, Any]]:
+        """What the model needs per field, in order: name, kind, vocabulary size, slots."""
+        self._require_fitted()
+        return [
+            {
+                "name": spec.name,
+                "kind": spec.kind,
+                "vocab_size": len(vocab) + NUM_RESERVED_IDS,
+                "num_slots": slots,
+            }
+            for spec, vocab, slots in zip(self.fields, self.vocabularies, self.max_values)
+        ]
+
+    @property
+    def num_feature_slots(self) -> int:
+        self._require_fitted()
+        return sum(self.max_values)
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("This FlipProcessor is not fitted yet: call processor.fit(dataset['train']) first.")
+
+    def to_dict(self) -> dict[str, Any]:
+        output = {
+            "processor_class": self.__class__.__name__,
+            "schema": self.schema.to_dict(),
+            "prompt_style": self.prompt_style,
+            "prompt_template": self.prompt_template,
+            "max_length": self.max_length,
+            "min_frequency": self.min_frequency,
+            "vocabularies": self.vocabularies,
+            "bucket_boundaries": self.bucket_boundaries,
+            "max_values": self.max_values,
+        }
+        if getattr(self, "auto_map", None):
+            output["auto_map"] = self.auto_map
+        return output
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, train_split) -> "FlipProcessor":
+        """Build vocabularies, numeric bins and multi-value slots from the training split only."""
+        columns = getattr(train_split, "column_names", None) or list(train_split.keys())
+        self.schema.check_columns(columns, where="The training split", require_label=False)
+        if len(train_split[self.fields[0].name]) == 0:
+            raise ValueError("The training split is empty: fit() needs at least one row.")
+        vocabularies, boundaries, max_values = [], [], []
+        for spec in self.fields:
+            column = list(train_split[spec.name])
+            if spec.kind == "numeric":
+                numbers = np.asarray([float(v) for v in column if not _is_null(v)], dtype=np.float64)
+                edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1])) if len(numbers) else []
+                boundaries.append([float(e) for e in edges])
+                vocabularies.append([f"bucket {i}" for i in range(len(edges) + 1)])
+                max_values.append(1)
+                continue
+            boundaries.append(None)
+            if spec.is_multi_valued:
+                counts = Counter(str(v) for values in column if not _is_null(values) for v in values if not _is_null(v))
+                max_values.append(max((len(values) for values in column if not _is_null(values)), default=1) or 1)
+            else:
+                counts = Counter(str(v) for v in column if not _is_null(v))
+                max_values.append(1)
+            # most frequent first; ties broken by value so the vocabulary is deterministic
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            vocabularies.append([value for value, count in ranked if count >= self.min_frequency])
+        self.vocabularies, self.bucket_boundaries, self.max_values = vocabularies, boundaries, max_values
+        self._build_lookups()
+        logger.info(
+            "Fitted FlipProcessor on %d rows: %s",
+            len(column),
+            ", ".join(f"{s.name}={len(v) + NUM_RESERVED_IDS}" for s, v in zip(self.fields, vocabularies)),
+        )
+        return self
+
+    # ----------------------------------------------------------------- encode
+    def encode_ids(self, batch: dict[str, list]) -> list[list[int]]:
+        """`feature_ids` rows: one id per single-valued field, `max_values` padded ids per multi-valued one."""
+        self._require_fitted()
+        num_rows = self._check_batch(batch, require_label=False)
+        rows: list[list[int]] = [[] for _ in range(num_rows)]
+        for field_index, spec in enumerate(self.fields):
+            column = batch[spec.name]
+            if spec.kind == "numeric":
+                ids = [self._bucket_id(field_index, value) for value in column]
+                for row, i in zip(rows, ids):
+                    row.append(i)
+            elif spec.is_multi_valued:
+                for row, values in zip(rows, column):
+                    row.extend(self._multi_ids(field_index, values))
+            else:
+                lookup = self._lookups[field_index]
+                for row, value in zip(rows, column):
+                    row.append(UNKNOWN_ID if _is_null(value) else lookup.get(str(value), UNKNOWN_ID))
+        return rows
+
+    def _bucket_id(self, field_index: int, value) -> int:
+        if _is_null(value):
+            return UNKNOWN_ID
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Numeric field {self.fields[field_index].name!r} got {value!r}, which is not a number. "
+                "Convert the column to numbers, or declare the field categorical."
+            ) from None
+        if math.isnan(number):
+            return UNKNOWN_ID
+        return NUM_RESERVED_IDS + bisect.bisect_right(self.bucket_boundaries[field_index], number)
+
+    def _multi_ids(self, field_index: int, values) -> list[int]:
+        slots = self.max_values[field_index]
+        if _is_null(values) or len(values) == 0:
+            return [UNKNOWN_ID] + [PAD_ID] * (slots - 1)
+        if isinstance(values, str):
+            raise ValueError(
+                f"Multi-valued field {self.fields[field_index].name!r} got the string {values!r}; it needs a "
+                "list of values. Split it first (load_tabular(..., multi_value_separator='|') does this)."
+            )
+        lookup = self._lookups[field_index]
+        ids = [UNKNOWN_ID if _is_null(v) else lookup.get(str(v), UNKNOWN_ID) for v in values]
+        if len(ids) > slots:
+            logger.warning(
+                "Field %r has %d values in a row but the processor was fit with %d slots; the last %d values "
+                "are left out of the ID side (the text keeps them). Refit on data that includes such rows.",
+                self.fields[field_index].name, len(ids), slots, len(ids) - slots,
+            )
+            ids = ids[:slots]
+        return ids + [PAD_ID] * (slots - len(ids))
+
+    def render_text(self, row: dict[str, Any]) -> str:
+        """The prompt of one row (handy for model cards and debugging)."""
+        return self._render([self._value_text(spec, row[spec.name]) for spec in self.fields])[0]
+
+    def _value_text(self, spec: FieldSpec, value) -> str:
+        if _is_null(value):
+            return UNKNOWN_TEXT
+        if spec.is_multi_valued:
+            if isinstance(value, str):
+                return value
+            texts = [UNKNOWN_TEXT if _is_null(v) else str(v) for v in value]
+            return ", ".join(texts) if texts else UNKNOWN_TEXT
+        if spec.kind == "numeric":
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return str(value)
+            return UNKNOWN_TEXT if math.isnan(number) else f"{number:g}"
+        text = str(value)
+        return text if text.strip() else UNKNOWN_TEXT
+
+    def _render(self, values: list[str]) -> tuple[str, list[tuple[int, int]]]:
+        """Fill the template; return the text and each field's character span."""
+        parts, spans, position = [], [None] * len(values), 0
+        for literal, field_index in self._segments:
+            if field_index is None:
+                parts.append(literal)
+                position += len(literal)
+            else:
+                value = values[field_index]
+                spans[field_index] = (position, position + len(value))
+                parts.append(value)
+                position += len(value)
+        return "".join(parts), spans
+
+    def encode_text(self, batch: dict[str, list]) -> dict[str, list[list[int]]]:
+        """Tokenize the prompts; `token_field_ids` maps each token to its field (-1: template/special)."""
+        num_rows = self._check_batch(batch, require_label=False)
+        value_texts = [[self._value_text(spec, v) for v in batch[spec.name]] for spec in self.fields]
+        rows = [[column[i] for column in value_texts] for i in range(num_rows)]
+        rendered = [self._render(values) for values in rows]
+        encoded = self.tokenizer(
+            [text for text, _ in rendered], add_special_tokens=True, return_offsets_mapping=True,
+            return_attention_mask=False, truncation=False,
+        )
+        input_ids, token_field_ids = [], []
+        truncated_rows = 0
+        for i, (ids, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])):
+            spans = rendered[i][1]
+            if len(ids) > self.max_length:
+                ids, offsets, spans = self._truncate_values(rows[i], len(ids))
+                truncated_rows += 1
+            field_ids = _align_tokens(offsets, spans)
+            missing = set(range(len(spans))) - set(field_ids)
+            if missing:
+                names = [self.fields[f].name for f in sorted(missing)]
+                raise ValueError(
+                    f"Row {i}: no token carries field(s) {names} (value(s) {[rows[i][f] for f in sorted(missing)]!r}). "
+                    "The template glues them to neighbouring text; put a space or punctuation around each field."
+                )
+            input_ids.append(list(ids))
+            token_field_ids.append(field_ids)
+        if truncated_rows:
+            logger.warning(
+                "Cut long values in %d of %d rows to fit max_length=%d (every field keeps at least one token); "
+                "raise max_length or use prompt_style='compact' to keep them whole.",
+                truncated_rows, num_rows, self.max_length,
+            )
+        return {
+            "input_ids": input_ids,
+            "attention_mask": [[1] * len(ids) for ids in input_ids],
+            "token_field_ids": token_field_ids,
+        }
+
+    def _truncate_values(self, values: list[str], length: int):
+        """Shorten the longest values token by token until the prompt fits; never drop a field."""
+        values = list(values)
+        for _ in range(8):
+            value_tokens = self.tokenizer(values, add_special_tokens=False, return_offsets_mapping=True)
+            kept = [len(ids) for ids in value_tokens["input_ids"]]
+            excess = length - self.max_length
+            if excess > sum(k - 1 for k in kept):
+                raise ValueError(
+                    f"max_length={self.max_length} is too small for this prompt: even with one token per value it "
+                    f"needs {length - sum(k - 1 for k in kept)} tokens. Raise max_length, use prompt_style='compact', "
+                    "or a shorter template."
+                )
+            for _ in range(excess):
+                longest = max(range(len(kept)), key=kept.__getitem__)
+                kept[longest] -= 1
+            for f, offsets in enumerate(value_tokens["offset_mapping"]):
+                if kept[f] < len(offsets):
+                    values[f] = values[f][: offsets[kept[f] - 1][1]]
+            text, spans = self._render(values)
+            encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+            length = len(encoded["input_ids"])
+            if length <= self.max_length:
+                return encoded["input_ids"], encoded["offset_mapping"], spans
+        raise ValueError(f"Could not fit a prompt into max_length={self.max_length}; raise max_length.")
+
+    def __call__(self, batch: dict[str, list] | None = None, text: bool = True, return_tensors: str | None = None, **kwargs):
+        """Encode a batch (dict of lists, as `Dataset.map(batched=True)` passes) or a single row dict.
+
+        Returns `feature_ids`, and with `text=True` also `input_ids`, `attention_mask` and
+        `token_field_ids`; plus `labels` when the label column is present. With
+        `return_tensors="pt"` the result is padded into tensors.
+        """
+        if batch is None:
+            raise ValueError("Call the processor with a batch: a dict of lists, or one row as a dict.")
+        if self._is_single_row(batch):
+            batch = {key: [value] for key, value in batch.items()}
+        output: dict[str, Any] = {"feature_ids": self.encode_ids(batch)}
+        if text:
+            output.update(self.encode_text(batch))
+        label_column = self.schema.label_column
+        if label_column in batch:
+            output["labels"] = _check_labels(batch[label_column], label_column)
+        if return_tensors is not None:
+            from .collator import pad_features  # local import: the collator imports torch
+
+            output = pad_features([dict(zip(output, row)) for row in zip(*output.values())], self.tokenizer.pad_token_id)
+        return output
+
+    def _is_single_row(self, batch: dict[str, Any]) -> bool:
+        spec = self.fields[0]
+        value = batch.get(spec.name)
+        if spec.is_multi_valued:
+            return not (isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (list, tuple)) for v in value))
+        return not isinstance(value, (list, tuple))
+
+    def _check_batch(self, batch: dict[str, list], require_label: bool) -> int:
+        self.schema.check_columns(batch.keys(), where="The input batch", require_label=require_label)
+        return len(batch[self.fields[0].name])
+
+    # ------------------------------------------------------------------- I/O
+    @classmethod
+    def from_text_pretrained(cls, plm_name_or_path: str, schema: TabularSchema, **kwargs) -> "FlipProcessor":
+        """A processor whose tokenizer comes from a PLM (Hub id or local path)."""
+        tokenizer = AutoTokenizer.from_pretrained(plm_name_or_path)
+        return cls(tokenizer=tokenizer, schema=schema, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "token_field_ids", "feature_ids"]
+
+
+def _is_null(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return False
+
+
+def _check_labels(labels, label_column: str) -> list[int]:
+    checked = []
+    for row, label in enumerate(labels):
+        if label is None or isinstance(label, bool) or label not in (0, 1):
+            raise ValueError(
+                f"Column {label_column!r}, row {row}: label {label!r} is not 0 or 1. CTR labels must be binary "
+                "clicks; binarize them first (e.g. rating >= 4 -> 1) and drop or fill missing labels."
+            )
+        checked.append(int(label))
+    return checked
+
+
+def _align_tokens(offsets, spans) -> list[int]:
+    """Field index of each token: the field whose value span holds the token's last character."""
+    starts = [start for start, _ in spans]
+    order = sorted(range(len(spans)), key=starts.__getitem__)
+    sorted_starts = [starts[i] for i in order]
+    field_ids = []
+    for token_start, token_end in offsets:
+        if token_end <= token_start:
+            field_ids.append(NO_FIELD)
+            continue
+        last_char = token_end - 1
+        position = bisect.bisect_right(sorted_starts, last_char) - 1
+        if position >= 0:
+            field = order[position]
+            start, end = spans[field]
+            if start <= last_char < end:
+                field_ids.append(field)
+                continue
+        field_ids.append(NO_FIELD)
+    return field_ids
