@@ -1,3 +1,56 @@
-"""flip_hf: FLIP CTR models for the Hugging Face stack."""
+"""flip_hf: FLIP (RecSys 2024) CTR models for the Hugging Face stack.
+
+Importing the package registers FLIP with the Auto classes and the "ctr-prediction" pipeline, and
+marks the classes for remote code so every saved checkpoint also loads without flip_hf.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+    AutoProcessor,
+)
+
+from .collator import DataCollatorForFlipCTR, DataCollatorForFlipPretraining
+from .configuration_flip import FlipConfig
+from .modeling_flip import (
+    FlipForCTR,
+    FlipForCTROutput,
+    FlipForPretraining,
+    FlipForPretrainingOutput,
+    FlipModel,
+    FlipModelOutput,
+    FlipPreTrainedModel,
+)
+from .processing_flip import FlipProcessor
+from .schema import FieldSpec, TabularSchema
 
 __version__ = "0.1.0"
+
+AutoConfig.register("flip", FlipConfig, exist_ok=True)
+AutoModel.register(FlipConfig, FlipForCTR, exist_ok=True)
+AutoModelForSequenceClassification.register(FlipConfig, FlipForCTR, exist_ok=True)
+AutoModelForPreTraining.register(FlipConfig, FlipForPretraining, exist_ok=True)
+AutoProcessor.register(FlipConfig, FlipProcessor, exist_ok=True)
+
+FlipConfig.register_for_auto_class()
+FlipForCTR.register_for_auto_class("AutoModel")
+FlipForPretraining.register_for_auto_class("AutoModelForPreTraining")
+FlipProcessor.register_for_auto_class()
+
+__all__ = [
+    "DataCollatorForFlipCTR",
+    "DataCollatorForFlipPretraining",
+    "FieldSpec",
+    "FlipConfig",
+    "FlipForCTR",
+    "FlipForCTROutput",
+    "FlipForPretraining",
+    "FlipForPretrainingOutput",
+    "FlipModel",
+    "FlipModelOutput",
+    "FlipPreTrainedModel",
+    "FlipProcessor",
+    "TabularSchema",
+]

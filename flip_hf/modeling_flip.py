@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from .backbones import Backbone, build_backbone
 from .configuration_flip import FlipConfig
+from .remote_code import save_remote_code
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,19 @@ class FlipPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     accepts_loss_kwargs = False  # FLIP averages its own losses; do not rescale them across processes
     _tied_weights_keys: dict[str, str] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; once registered for an Auto class, also write the code (see remote_code.py)."""
+        auto_class = type(self)._auto_class
+        if auto_class is None:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            save_remote_code(save_directory, self.config, Backbone.__module__)
+        type(self)._auto_class = None  # transformers' own copy cannot see the bundled zoo
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            type(self)._auto_class = auto_class
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
