@@ -18,7 +18,6 @@ AUTO_MAP = {
     "AutoModelForPreTraining": "modeling_flip.FlipForPretraining",
     "AutoModelForSequenceClassification": "modeling_flip.FlipForCTR",
 }
-CODE_FILES = ("configuration_flip.py", "modeling_flip.py", "remote_code.py")
 _FUTURE = re.compile(r"^from __future__ import .*\n", flags=re.MULTILINE)
 _BASE_IMPORT = re.compile(r"^from \.base import .*\n", flags=re.MULTILINE)
 
@@ -39,12 +38,26 @@ def bundle_backbones(backbone_module_name: str) -> str:
     return "".join(parts)
 
 
+def _code_files(modeling_file: Path) -> list[Path]:
+    """modeling_flip.py and every flat module it imports relatively, recursively (the zoo aside)."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    files, pending = [], [modeling_file]
+    while pending:
+        file = pending.pop()
+        files.append(file)
+        for name in get_relative_imports(file):
+            candidate = file.with_name(f"{name}.py")
+            if name != "backbones" and candidate not in files and candidate not in pending:
+                pending.append(candidate)
+    return files
+
+
 def save_remote_code(save_directory: str | Path, config, backbone_module_name: str) -> None:
     """Write the model code next to the weights and point every Auto class at it."""
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
-    source_dir = Path(sys.modules[type(config).__module__].__file__).parent
-    for name in CODE_FILES:
-        shutil.copyfile(source_dir / name, save_directory / name)
+    for file in _code_files(Path(__file__).with_name("modeling_flip.py")):
+        shutil.copyfile(file, save_directory / file.name)
     (save_directory / "backbones.py").write_text(bundle_backbones(backbone_module_name), encoding="utf-8")
     config.auto_map = {**(getattr(config, "auto_map", None) or {}), **AUTO_MAP}
