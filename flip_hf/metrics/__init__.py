@@ -1,0 +1,34 @@
+"""CTR metrics: the `evaluate` module (by path, offline) and a direct numpy entry point.
+
+The math lives only in `ctr_metrics.py`, the file `evaluate` loads; `compute_ctr_metrics`
+imports that same file with importlib so both paths give identical numbers.
+"""
+
+import functools
+import importlib.util
+import os
+
+METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ctr_metrics.py")
+
+
+@functools.cache
+def _metric_module():
+    spec = importlib.util.spec_from_file_location("flip_hf.metrics.ctr_metrics", METRIC_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_ctr_metric(config_name=None, **kwargs):
+    """`evaluate.load` of the package's metric module; config "grouped" accumulates `groups`."""
+    import evaluate  # slow to import: only when the evaluate module is really wanted
+
+    return evaluate.load(METRIC_PATH, config_name, **kwargs)
+
+
+def compute_ctr_metrics(predictions, references, groups=None, from_logits=False):
+    """AUC, LogLoss and (with `groups`) gAUC / gauc_groups, without `evaluate`'s Arrow round trip.
+
+    The first call imports the metric file (and thereby `evaluate`); later calls are pure numpy.
+    """
+    return _metric_module().ctr_metrics(predictions, references, groups=groups, from_logits=from_logits)
