@@ -17,6 +17,7 @@ import bisect
 import logging
 import math
 import string
+import unicodedata
 from collections import Counter
 from typing import Any
 
@@ -144,6 +145,7 @@ class FlipProcessor(ProcessorMixin):
         else:
             self._segments = _segments_for_style(self.schema, prompt_style)
         self._build_lookups()
+        self._segment_plan = None  # decided on first use, see _plan_segments
 
     # ------------------------------------------------------------------ state
     @property
@@ -336,27 +338,27 @@ class FlipProcessor(ProcessorMixin):
         num_rows = self._check_batch(batch, require_label=False)
         value_texts = [[self._value_text(spec, v) for v in batch[spec.name]] for spec in self.fields]
         rows = [[column[i] for column in value_texts] for i in range(num_rows)]
-        rendered = [self._render(values) for values in rows]
-        encoded = self.tokenizer(
-            [text for text, _ in rendered], add_special_tokens=True, return_offsets_mapping=True,
-            return_attention_mask=False, truncation=False,
-        )
+        if self._segment_plan is None:
+            self._segment_plan = self._plan_segments(rows[:32])
+        if self._segment_plan:
+            encoded = self._encode_by_segments(value_texts, num_rows)
+        else:
+            encoded = self._encode_whole(rows)
         input_ids, token_field_ids = [], []
         truncated_rows = 0
-        for i, (ids, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])):
-            spans = rendered[i][1]
+        for i, (ids, field_ids) in enumerate(encoded):
             if len(ids) > self.max_length:
                 ids, offsets, spans = self._truncate_values(rows[i], len(ids))
+                field_ids = _align_tokens(offsets, spans)
                 truncated_rows += 1
-            field_ids = _align_tokens(offsets, spans)
-            missing = set(range(len(spans))) - set(field_ids)
+            missing = set(range(len(self.fields))) - set(field_ids)
             if missing:
                 names = [self.fields[f].name for f in sorted(missing)]
                 raise ValueError(
                     f"Row {i}: no token carries field(s) {names} (value(s) {[rows[i][f] for f in sorted(missing)]!r}). "
                     "The template glues them to neighbouring text; put a space or punctuation around each field."
                 )
-            input_ids.append(list(ids))
+            input_ids.append(ids)
             token_field_ids.append(field_ids)
         if truncated_rows:
             logger.warning(
@@ -369,6 +371,68 @@ class FlipProcessor(ProcessorMixin):
             "attention_mask": [[1] * len(ids) for ids in input_ids],
             "token_field_ids": token_field_ids,
         }
+
+    def _encode_whole(self, rows: list[list[str]]):
+        """Exact path for any fast tokenizer: tokenize each prompt, align tokens through offsets."""
+        rendered = [self._render(values) for values in rows]
+        encoded = self.tokenizer(
+            [text for text, _ in rendered], add_special_tokens=True, return_offsets_mapping=True,
+            return_attention_mask=False, truncation=False,
+        )
+        for (_, spans), ids, offsets in zip(rendered, encoded["input_ids"], encoded["offset_mapping"]):
+            yield list(ids), _align_tokens(offsets, spans)
+
+    def _plan_segments(self, sample_rows: list[list[str]]):
+        """Token ids of the template pieces, if prompts can be tokenized piece by piece (else False).
+
+        That holds for WordPiece with BERT pre-tokenization when every field value is bounded by
+        whitespace or punctuation: the pieces then tokenize exactly as the whole prompt does, and
+        each distinct value is tokenized once. A sample is checked against the exact path.
+        """
+        backend = self.tokenizer.backend_tokenizer
+        if type(backend.pre_tokenizer).__name__ != "BertPreTokenizer" or type(backend.model).__name__ != "WordPiece":
+            return False
+        pieces = self._segments
+        for position, (literal, field) in enumerate(pieces):
+            if field is None:
+                continue
+            before = pieces[position - 1][0] if position > 0 else ""
+            after = pieces[position + 1][0] if position + 1 < len(pieces) else ""
+            if (position > 0 and not _is_boundary(before[-1:])) or (position + 1 < len(pieces) and not _is_boundary(after[:1])):
+                return False
+        literal_ids = self.tokenizer([lit for lit, f in pieces if f is None], add_special_tokens=False)["input_ids"]
+        literal_ids = iter(literal_ids)
+        plan = [(next(literal_ids), None) if f is None else (None, f) for _, f in pieces]
+        empty = self.tokenizer("")["input_ids"]
+        self._special_prefix, self._special_suffix = empty[:1] if len(empty) == 2 else [], empty[1:] if len(empty) == 2 else empty
+        self._value_cache = [dict() for _ in self.fields]
+        self._segment_plan = plan
+        if list(self._encode_by_segments([list(c) for c in zip(*sample_rows)], len(sample_rows))) != list(self._encode_whole(sample_rows)):
+            logger.info("Piecewise tokenization differs from whole-prompt tokenization here; using the exact path.")
+            return False
+        return plan
+
+    def _encode_by_segments(self, value_texts: list[list[str]], num_rows: int):
+        for cache, texts in zip(self._value_cache, value_texts):
+            if len(cache) > 1_000_000:
+                cache.clear()
+            new = list({text for text in texts if text not in cache})
+            if new:
+                cache.update(zip(new, self.tokenizer(new, add_special_tokens=False)["input_ids"]))
+        prefix, suffix = self._special_prefix, self._special_suffix
+        for i in range(num_rows):
+            ids, field_ids = list(prefix), [NO_FIELD] * len(prefix)
+            for literal_ids, field in self._segment_plan:
+                if field is None:
+                    ids += literal_ids
+                    field_ids += [NO_FIELD] * len(literal_ids)
+                else:
+                    value_ids = self._value_cache[field][value_texts[field][i]]
+                    ids += value_ids
+                    field_ids += [field] * len(value_ids)
+            ids += suffix
+            field_ids += [NO_FIELD] * len(suffix)
+            yield ids, field_ids
 
     def _truncate_values(self, values: list[str], length: int):
         """Shorten the longest values token by token until the prompt fits; never drop a field."""
@@ -460,6 +524,18 @@ def _check_labels(labels, label_column: str) -> list[int]:
             )
         checked.append(int(label))
     return checked
+
+
+def _is_boundary(char: str) -> bool:
+    """Whether BERT's pre-tokenizer always splits at this character (whitespace or punctuation)."""
+    if not char:
+        return True
+    if char.isspace():
+        return True
+    code = ord(char)
+    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
 
 
 def _align_tokens(offsets, spans) -> list[int]:

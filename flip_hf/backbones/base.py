@@ -36,12 +36,18 @@ class Backbone(nn.Module):
         """Re-initialise every weight of the backbone.
 
         `PreTrainedModel` calls this for weights a checkpoint does not hold (they are created on
-        the meta device first), so a layer with its own `nn.Parameter`s must define
-        `reset_parameters()` too; the constructor's initialisation alone is not enough.
+        the meta device first), so a layer with its own `nn.Parameter`s defines
+        `reset_parameters()`; layers without one are searched for sub-layers that have one.
         """
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+
+        def reset(module: nn.Module) -> None:
+            for child in module.children():
+                if hasattr(child, "reset_parameters"):
+                    child.reset_parameters()
+                else:
+                    reset(child)
+
+        reset(self)
 
 
 def register_backbone(name: str):

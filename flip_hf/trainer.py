@@ -1,0 +1,120 @@
+"""FlipTrainer: a thin `Trainer` for FLIP pretraining and CTR finetuning.
+
+What it adds to `transformers.Trainer`:
+* `remove_unused_columns=False`, because the collators read columns the model does not take;
+* the three pretraining losses logged next to the total;
+* CTR metrics (AUC, LogLoss, gAUC by user) by default, on the click logit only, computed on the
+  predictions gathered from every process;
+* a separate learning rate for the PLM (`plm_learning_rate`), as the paper finetunes it at 5e-5;
+* model cards written at save and push time, from the main process only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .metrics import compute_ctr_metrics
+from .modeling_flip import FlipForCTR, FlipForPretraining
+
+logger = logging.getLogger(__name__)
+
+LOSS_PARTS = ("mlm_loss", "mtm_loss", "icl_loss")
+PLM_PREFIX = "flip.text_encoder."
+
+
+def keep_click_logit(logits, labels):
+    """`preprocess_logits_for_metrics`: drop the auxiliary outputs, keep the (B,) click logit."""
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
+class FlipTrainer(Trainer):
+    """`Trainer` for `FlipForPretraining` and `FlipForCTR`.
+
+    Args:
+        plm_learning_rate: learning rate of the PLM's parameters (the rest use `args.learning_rate`);
+            None gives every parameter the same rate.
+        group_column: the column of the eval datasets that groups rows for gAUC (e.g. "user_id").
+        Other arguments are `Trainer`'s.
+    """
+
+    def __init__(self, model=None, args: TrainingArguments | None = None, *trainer_args,
+                 plm_learning_rate: float | None = None, group_column: str | None = None, **kwargs):
+        if args is not None and args.remove_unused_columns:
+            args = dataclasses.replace(args, remove_unused_columns=False)
+        is_ctr = isinstance(model, FlipForCTR)
+        if is_ctr:
+            kwargs.setdefault("compute_metrics", self._ctr_metrics)
+            kwargs.setdefault("preprocess_logits_for_metrics", keep_click_logit)
+        super().__init__(model, args, *trainer_args, **kwargs)
+        self.plm_learning_rate = plm_learning_rate
+        self.group_column = group_column
+        self._eval_groups = None
+        self._loss_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    # ------------------------------------------------------------------ optimisation
+    def create_optimizer(self, model=None):
+        """Four parameter groups: (PLM or not) x (weight decay or not), so the PLM can have its own rate."""
+        if self.optimizer is not None or self.plm_learning_rate is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups = []
+        for is_plm in (False, True):
+            for with_decay in (True, False):
+                params = [
+                    p for n, p in opt_model.named_parameters()
+                    if p.requires_grad and n.startswith(PLM_PREFIX) == is_plm and (n in decay) == with_decay
+                ]
+                if params:
+                    group = {"params": params, "weight_decay": self.args.weight_decay if with_decay else 0.0}
+                    if is_plm:
+                        group["lr"] = self.plm_learning_rate
+                    groups.append(group)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------------ losses
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and isinstance(self.accelerator.unwrap_model(model), FlipForPretraining):
+            for name in LOSS_PARTS:
+                part = getattr(outputs, name, None)
+                if part is not None:
+                    self._loss_parts[name].append(part.detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._loss_parts and "loss" in logs:
+            for name, values in self._loss_parts.items():
+                mean = torch.stack(values).mean()
+                logs[name] = round(float(self.accelerator.reduce(mean, reduction="mean")), 4)
+            self._loss_parts.clear()
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------------------- metrics
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, dict):  # several eval sets: Trainer calls back per set
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        columns = getattr(dataset, "column_names", None) or []
+        self._eval_groups = np.asarray(dataset[self.group_column]) if self.group_column in columns else None
+        try:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._eval_groups = None
+
+    def _ctr_metrics(self, eval_prediction) -> dict[str, float]:
+        logits = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(-1)
+        labels = np.asarray(eval_prediction.label_ids).reshape(-1).astype(np.int64)
+        groups = self._eval_groups
+        if groups is not None and len(groups) != len(logits):
+            logger.warning("gAUC skipped: %d groups for %d predictions.", len(groups), len(logits))
+            groups = None
+        return compute_ctr_metrics(logits, labels, groups=groups, from_logits=True)
