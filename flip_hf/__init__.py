@@ -23,6 +23,8 @@ from .modeling_flip import (
     FlipModelOutput,
     FlipPreTrainedModel,
 )
+from .model_card import FlipModelCardCallback, FlipModelCardData
+from .pipeline import CTRPredictionPipeline, register_pipeline
 from .processing_flip import FlipProcessor
 from .schema import FieldSpec, TabularSchema
 
@@ -38,8 +40,12 @@ FlipConfig.register_for_auto_class()
 FlipForCTR.register_for_auto_class("AutoModel")
 FlipForPretraining.register_for_auto_class("AutoModelForPreTraining")
 FlipProcessor.register_for_auto_class()
+register_pipeline()
 
 __all__ = [
+    "CTRPredictionPipeline",
+    "FlipModelCardCallback",
+    "FlipModelCardData",
     "DataCollatorForFlipCTR",
     "DataCollatorForFlipPretraining",
     "FieldSpec",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils import logging as transformers_logging
 
 from .backbones import Backbone, build_backbone
 from .configuration_flip import FlipConfig
@@ -113,6 +115,21 @@ class FlipIdEncoder(nn.Module):
 
     def forward(self, feature_ids: torch.LongTensor) -> torch.Tensor:
         return self.backbone(self.embeddings(feature_ids))
+
+
+def _load_plm(name_or_path: str, text_config) -> PreTrainedModel:
+    """The PLM's pretrained body; layers beyond `text_num_layers` and its pooler are left out on purpose."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # the dropped layers would be reported as unexpected keys
+    try:
+        try:
+            plm = AutoModel.from_pretrained(name_or_path, config=text_config, add_pooling_layer=False)
+        except TypeError:
+            plm = AutoModel.from_pretrained(name_or_path, config=text_config)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    logger.info("Loaded the PLM %s with %d layers.", name_or_path, text_config.num_hidden_layers)
+    return plm
 
 
 def _build_text_encoder(text_config) -> PreTrainedModel:
@@ -253,6 +270,15 @@ class FlipContrastiveHead(nn.Module):
         return (id_to_text + text_to_id) / 2
 
 
+def _model_card_module():
+    """flip_hf.model_card, or None where this file runs as remote code without flip_hf installed."""
+    try:
+        from flip_hf import model_card
+    except ImportError:
+        return None
+    return model_card
+
+
 # --------------------------------------------------------------------------------- base classes
 class FlipPreTrainedModel(PreTrainedModel):
     config_class = FlipConfig
@@ -263,18 +289,77 @@ class FlipPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False  # FLIP averages its own losses; do not rescale them across processes
     _tied_weights_keys: dict[str, str] = {}
 
+    # FlipModelCardData (flip_hf.model_card): rendered into README.md at every save
+    model_card_data = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load as usual, plus the checkpoint's model-card data, so that saving or pushing it keeps its card."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model_card = _model_card_module()
+        if model_card is not None:
+            model.model_card_data = model_card.FlipModelCardData.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return model
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as usual; once registered for an Auto class, also write the code (see remote_code.py)."""
+        """Save as usual, plus the model card; once registered for an Auto class, also the code (see remote_code.py)."""
+        is_main_process = kwargs.get("is_main_process", True)
         auto_class = type(self)._auto_class
-        if auto_class is None:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        if auto_class is not None and is_main_process:
             save_remote_code(save_directory, self.config, Backbone.__module__)
         type(self)._auto_class = None  # transformers' own copy cannot see the bundled zoo
         try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
+            super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             type(self)._auto_class = auto_class
+        model_card = _model_card_module()
+        if model_card is not None and is_main_process:
+            model_card.save_model_card(save_directory, self)
+
+    def push_to_hub(self, repo_id: str, *, commit_message=None, private=None, token=None, revision=None,
+                    create_pr=False, max_shard_size="50GB", **kwargs):
+        """Push with FLIP's model card: transformers' own push replaces README.md with a generic card."""
+        model_card = _model_card_module()
+        if model_card is None:
+            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
+                                       revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, **kwargs)
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+            return model_card.upload_checkpoint(tmp_dir, repo_id, commit_message=commit_message, private=private,
+                                                token=token, revision=revision, create_pr=create_pr)
+
+    @classmethod
+    def from_text_pretrained(cls, plm_name_or_path: str, processor, **config_overrides):
+        """Start a FLIP model from any HF encoder (Hub id or local path) and a fitted FlipProcessor.
+
+        The PLM weights are loaded (the first `text_num_layers` layers if set); the ID side and the
+        heads are new; an MLM decoder is tied to the word embeddings. Special token ids come from
+        the processor's tokenizer. `FlipForCTR.from_text_pretrained(..., ctr_mode="text")` is the
+        PLM-only baseline (no FLIP pretraining).
+        """
+        tokenizer = processor.tokenizer
+        text_config = AutoConfig.from_pretrained(plm_name_or_path)
+        if tokenizer.mask_token_id is None and config_overrides.get("mlm_weight", 1.0) > 0 and cls is FlipForPretraining:
+            raise ValueError(f"The tokenizer of {plm_name_or_path!r} has no mask token, which MLM needs.")
+        if len(tokenizer) > text_config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the PLM {plm_name_or_path!r} only "
+                f"{text_config.vocab_size} embeddings; use the PLM's own tokenizer."
+            )
+        config_overrides.setdefault("text_model_name_or_path", str(plm_name_or_path))
+        config = FlipConfig(
+            fields=processor.field_infos(),
+            text_config=text_config,
+            pad_token_id=tokenizer.pad_token_id,
+            mask_token_id=tokenizer.mask_token_id,
+            **config_overrides,
+        )
+        model = cls(config)
+        text_encoder = model.flip.text_encoder
+        if text_encoder is not None:
+            text_encoder.load_state_dict(_load_plm(plm_name_or_path, config.text_config).state_dict())
+            model.tie_weights()
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -372,41 +457,6 @@ class FlipForPretraining(FlipPreTrainedModel):
 
     def set_output_embeddings(self, value):
         self.mlm_head.decoder = value
-
-    @classmethod
-    def from_text_pretrained(cls, plm_name_or_path: str, processor, **config_overrides) -> "FlipForPretraining":
-        """Start FLIP from any HF encoder (Hub id or local path) and a fitted FlipProcessor.
-
-        The PLM weights are loaded; the ID side and the heads are new; the MLM decoder is tied to
-        the word embeddings. Special token ids come from the processor's tokenizer.
-        """
-        tokenizer = processor.tokenizer
-        text_config = AutoConfig.from_pretrained(plm_name_or_path)
-        if tokenizer.mask_token_id is None:
-            raise ValueError(f"The tokenizer of {plm_name_or_path!r} has no mask token, which MLM needs.")
-        if len(tokenizer) > text_config.vocab_size:
-            raise ValueError(
-                f"The tokenizer has {len(tokenizer)} tokens but the PLM {plm_name_or_path!r} only "
-                f"{text_config.vocab_size} embeddings; use the PLM's own tokenizer."
-            )
-        config = FlipConfig(
-            fields=processor.field_infos(),
-            text_config=text_config,
-            text_model_name_or_path=str(plm_name_or_path),
-            pad_token_id=tokenizer.pad_token_id,
-            mask_token_id=tokenizer.mask_token_id,
-            **config_overrides,
-        )
-        model = cls(config)
-        try:
-            plm = AutoModel.from_pretrained(plm_name_or_path, config=config.text_config, add_pooling_layer=False)
-        except TypeError:
-            plm = AutoModel.from_pretrained(plm_name_or_path, config=config.text_config)
-        model.flip.text_encoder.load_state_dict(plm.state_dict())
-        if config.freeze_word_embeddings:
-            model.flip.text_encoder.get_input_embeddings().weight.requires_grad_(False)
-        model.tie_weights()
-        return model
 
     def forward(
         self,

@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .metrics import compute_ctr_metrics
+from .model_card import FlipModelCardCallback, FlipModelCardData, save_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,21 @@ class FlipTrainer(Trainer):
         self.group_column = group_column
         self._eval_groups = None
         self._loss_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+        if not any(isinstance(cb, FlipModelCardCallback) for cb in self.callback_handler.callbacks):
+            self.add_callback(FlipModelCardCallback())
+
+    def create_model_card(self, model_name=None, language=None, license=None, tags=None, **kwargs):
+        """FLIP's card (eval results, prompt, set-up) instead of transformers' generic one."""
+        if not self.is_world_process_zero():
+            return
+        card_data = getattr(self.model, "model_card_data", None) or FlipModelCardData()
+        card_data.model_id = self.hub_model_id or card_data.model_id
+        card_data.model_name = model_name or card_data.model_name
+        card_data.license = license or card_data.license
+        card_data.language = [language] if isinstance(language, str) else (language or card_data.language)
+        card_data.add_tags(tags or [])
+        processor = self.processing_class if hasattr(self.processing_class, "render_text") else None
+        save_model_card(self.args.output_dir, self.model, processor=processor, card_data=card_data)
 
     # ------------------------------------------------------------------ optimisation
     def create_optimizer(self, model=None):

@@ -54,3 +54,88 @@ def fresh_hf_cache(tmp_path, monkeypatch):
 def hf_offline(monkeypatch):
     """Call it to turn on HF_HUB_OFFLINE (env and constant) for the rest of the test."""
     return lambda: configure_hf_env(monkeypatch, offline=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny FLIP checkpoints (model cards, the ctr-prediction pipeline, Hub round trips)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_flip_processor():
+    """A FlipProcessor fit on tiny rows, with the tiny WordPiece tokenizer."""
+    from tiny import tiny_bert_tokenizer, tiny_rows, tiny_schema
+
+    from flip_hf import FlipProcessor
+
+    return FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(tiny_rows(64))
+
+
+@pytest.fixture(scope="session")
+def make_tiny_flip(tiny_flip_processor):
+    """`make_tiny_flip(ctr_mode, **config)`: a tiny random FlipForCTR (eval mode) for the fitted processor."""
+    import torch
+    from tiny import tiny_bert_config
+
+    from flip_hf import FlipConfig, FlipForCTR
+
+    tokenizer = tiny_flip_processor.tokenizer
+
+    def make(ctr_mode="joint", **overrides):
+        config = FlipConfig(
+            fields=tiny_flip_processor.field_infos(),
+            text_config=tiny_bert_config(len(tokenizer)),
+            text_model_name_or_path="org/tiny-bert",
+            backbone="dnn",
+            ctr_mode=ctr_mode,
+            pad_token_id=tokenizer.pad_token_id,
+            mask_token_id=tokenizer.mask_token_id,
+            **overrides,
+        )
+        torch.manual_seed(0)
+        return FlipForCTR(config).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_flip_dir(tmp_path_factory, tiny_flip_processor, make_tiny_flip):
+    """A joint FLIP trained for a few steps by `Trainer` with `FlipModelCardCallback`, evaluated on
+    validation and test, saved with its processor and card the way scripts/train.py saves it.
+
+    Returns (directory, model).
+    """
+    from datasets import Dataset
+    from tiny import tiny_rows
+    from transformers import Trainer, TrainingArguments
+
+    from flip_hf import DataCollatorForFlipCTR
+    from flip_hf.metrics import compute_ctr_metrics
+    from flip_hf.model_card import FlipModelCardCallback, FlipModelCardData, save_model_card
+
+    def compute_metrics(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return compute_ctr_metrics(logits, prediction.label_ids, from_logits=True)
+
+    output_dir = tmp_path_factory.mktemp("trained_flip")
+    card_data = FlipModelCardData(dataset_name="Tiny MovieLens", split_description="time-ordered 8:1:1")
+    model = make_tiny_flip("joint", embedding_size=8)
+    args = TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=16, per_device_eval_batch_size=32, learning_rate=1e-3,
+        num_train_epochs=1, report_to="none", save_strategy="no", remove_unused_columns=False, use_cpu=True,
+        disable_tqdm=True, seed=0,
+    )
+    trainer = Trainer(
+        model=model, args=args, processing_class=tiny_flip_processor,
+        data_collator=DataCollatorForFlipCTR(tiny_flip_processor),
+        train_dataset=Dataset.from_dict(tiny_rows(64, seed=0)), eval_dataset=Dataset.from_dict(tiny_rows(32, seed=1)),
+        compute_metrics=compute_metrics, callbacks=[FlipModelCardCallback(card_data)],
+    )
+    trainer.train()
+    trainer.evaluate()
+    trainer.evaluate(Dataset.from_dict(tiny_rows(32, seed=2)), metric_key_prefix="test")
+    model.model_card_data.add_results("id", "test", {"auc": 0.61, "logloss": 0.68})  # another mode of the same run
+    trainer.save_model(str(output_dir))
+    tiny_flip_processor.save_pretrained(str(output_dir))
+    save_model_card(output_dir, model, tiny_flip_processor)  # what FlipTrainer.create_model_card does
+    return output_dir, model
