@@ -1,0 +1,469 @@
+#!/usr/bin/env python
+"""Train FLIP end to end: pretrain the aligned encoders, finetune them for CTR, report AUC/LogLoss.
+
+Examples:
+    python scripts/train.py --preset quickstart --output_dir runs/quickstart
+    python scripts/train.py --preset cpu-small --output_dir runs/cpu-small
+    python scripts/train.py --stage finetune --ctr_mode id --pretrained_model runs/cpu-small/pretrain
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py --preset quickstart
+
+Stages: `pretrain`, `finetune` (one `--ctr_mode`), `all` (pretrain, then finetune the three modes and
+print one table). Presets live in scripts/configs/<name>.yaml; `--config FILE.yaml` loads any YAML;
+command-line flags override both. The output directory holds one folder per model (with its
+processor and model card), `results.json` and each stage's trainer state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers.hf_argparser import HfArgumentParser  # light: no torch import
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+STAGES = ("pretrain", "finetune", "all")
+MODE_DIRS = {"id": "flip_id", "text": "flip_plm", "joint": "flip"}
+MODE_NAMES = {"id": "FLIP_ID", "text": "FLIP_PLM", "joint": "FLIP"}
+MODE_OF_DIR = {directory: mode for mode, directory in MODE_DIRS.items()}
+SPLIT_DESCRIPTIONS = {
+    "time": "time-ordered 8:1:1: the oldest 80% of interactions train, the next 10% validate, the newest 10% test",
+    "user_time": "per user, the newest 10% of interactions test and the 10% before validate",
+    "random": "seeded random 8:1:1",
+}
+RUN_FILE = "run_args.json"
+RESULTS_FILE = "results.json"
+# Flags that may change between an interrupted run and its resumption.
+RESUME_FLAGS = ("resume_from_checkpoint", "overwrite_output_dir", "preset", "config")
+
+logger = logging.getLogger("flip_hf.train")
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="movielens-100k", metadata={"help": "Recipe: movielens-100k, movielens-1m, bookcrossing, goodreads."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's official files (else download)."})
+    split: str = field(default="time", metadata={"help": "time (8:1:1 by timestamp), user_time or random."})
+    prompt_style: str = field(default="natural", metadata={"help": "natural (the paper's) or compact (fewer tokens)."})
+    max_length: int = field(default=128, metadata={"help": "Token budget of a prompt; long values are cut inside their span."})
+    min_frequency: int = field(default=1, metadata={"help": "Rarer values map to the unknown id."})
+    max_pretrain_samples: int | None = field(default=None, metadata={"help": "Pretrain on a seeded random subset of train."})
+    max_finetune_samples: int | None = field(default=None, metadata={"help": "Finetune text/joint modes on a subset of train."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows of validation and test."})
+
+
+@dataclass
+class ModelArguments:
+    text_model: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "PLM: Hub id or path (default works offline)."})
+    text_num_layers: int | None = field(default=None, metadata={"help": "Keep only the first k PLM layers."})
+    freeze_word_embeddings: bool = field(default=False, metadata={"help": "Do not train the PLM's word embeddings."})
+    backbone: str = field(default="dcnv2", metadata={"help": "ID backbone: dnn, lr, fm, deepfm, widedeep, dcn, dcnv2, autoint, xdeepfm."})
+    backbone_options: str = field(default="{}", metadata={"help": "JSON options of the backbone."})
+    embedding_size: int = 32
+    mlm_weight: float = 1.0
+    mtm_weight: float = 1.0
+    icl_weight: float = 1.0
+    masking: str = field(default="field", metadata={"help": "field (FLIP) or token (ablation)."})
+    text_mask_ratio: float = 0.15
+    id_mask_ratio: float = 0.15
+    temperature: float = 0.7
+    learnable_temperature: bool = False
+    fusion_init: float = 0.0
+    pretrained_model: str | None = field(default=None, metadata={"help": "FLIP pretraining checkpoint for --stage finetune."})
+
+
+@dataclass
+class RunArguments:
+    stage: str = field(default="all", metadata={"help": "pretrain, finetune or all."})
+    ctr_mode: str = field(default="joint", metadata={"help": "Mode of --stage finetune: id, text or joint."})
+    preset: str | None = field(default=None, metadata={"help": "A YAML file in scripts/configs: quickstart, cpu-small, full."})
+    config: str | None = field(default=None, metadata={"help": "A YAML file of arguments."})
+    output_dir: str = "runs/flip"
+    overwrite_output_dir: bool = False
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'last' or a checkpoint path: continue a run."})
+    seed: int = 42
+    pretrain_epochs: float = 1.0
+    pretrain_learning_rate: float = 1e-4
+    pretrain_batch_size: int = 64
+    finetune_epochs: float = 3.0
+    id_learning_rate: float = 1e-3
+    plm_learning_rate: float = 5e-5
+    id_batch_size: int = 1024
+    text_batch_size: int = 64
+    eval_batch_size: int = 256
+    weight_decay: float = 1e-3
+    warmup_steps: float = field(default=0.0, metadata={"help": "Warm-up steps, or a fraction of the steps if < 1."})
+    early_stopping_patience: int = 2
+    evals_per_epoch: int = field(default=1, metadata={"help": "Validation runs per finetuning epoch."})
+    logging_steps: int = 20
+    max_steps: int = field(default=-1, metadata={"help": "Stop each stage after this many steps (tests)."})
+    save_steps: int | None = field(default=None, metadata={"help": "Checkpoint every N steps (default: at each evaluation / epoch)."})
+    dataloader_num_workers: int = 0
+    use_cpu: bool = False
+
+
+ARGUMENT_CLASSES = (DataArguments, ModelArguments, RunArguments)
+
+
+def yaml_to_argv(path: Path) -> list[str]:
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
+
+
+def parse_arguments(argv: list[str]) -> tuple[DataArguments, ModelArguments, RunArguments]:
+    """Command-line flags override the --config file, which overrides the --preset."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__.split("\n")[0])
+    data_args, model_args, run_args = parser.parse_args_into_dataclasses(args=argv)
+    files = []
+    if run_args.preset:
+        preset = CONFIG_DIR / f"{run_args.preset}.yaml"
+        if not preset.exists():
+            names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+            raise SystemExit(f"Unknown preset {run_args.preset!r}; valid presets: {', '.join(names)}.")
+        files.append(preset)
+    if run_args.config:
+        files.append(Path(run_args.config))
+    if files:
+        defaults = [arg for file in files for arg in yaml_to_argv(file)]
+        data_args, model_args, run_args = parser.parse_args_into_dataclasses(args=defaults + argv)
+    if run_args.stage not in STAGES:
+        raise SystemExit(f"Unknown stage {run_args.stage!r}; valid stages: {', '.join(STAGES)}.")
+    if run_args.ctr_mode not in MODE_DIRS:
+        raise SystemExit(f"Unknown ctr_mode {run_args.ctr_mode!r}; valid modes: {', '.join(MODE_DIRS)}.")
+    return data_args, model_args, run_args
+
+
+# --------------------------------------------------------------------------------------- the run
+class FlipRun:
+    """One invocation of the script: data, processor, stages and their results."""
+
+    def __init__(self, data_args: DataArguments, model_args: ModelArguments, run_args: RunArguments):
+        from accelerate import PartialState
+
+        self.data_args, self.model_args, self.run_args = data_args, model_args, run_args
+        self.output_dir = Path(run_args.output_dir)
+        self.state = PartialState()
+        self.results: dict = {"stages": {}}
+
+    # ------------------------------------------------------------------ set-up
+    def check_output_dir(self) -> None:
+        """Refuse to mix two different runs in one directory."""
+        record = {k: v for args in (self.data_args, self.model_args, self.run_args) for k, v in asdict(args).items()}
+        comparable = {k: v for k, v in record.items() if k not in RESUME_FLAGS}
+        path = self.output_dir / RUN_FILE
+        if path.exists() and not self.run_args.overwrite_output_dir:
+            previous = {k: v for k, v in json.loads(path.read_text()).items() if k not in RESUME_FLAGS}
+            changed = sorted(k for k in comparable if previous.get(k) != comparable[k])
+            if changed:
+                raise SystemExit(
+                    f"{self.output_dir} already holds a different run (differs in {changed}). Choose another "
+                    "--output_dir, or pass --overwrite_output_dir to replace it."
+                )
+        if self.state.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=2, sort_keys=True))
+            results = self.output_dir / RESULTS_FILE
+            if results.exists() and self.run_args.resume_from_checkpoint and not self.run_args.overwrite_output_dir:
+                self.results = json.loads(results.read_text())
+        self.state.wait_for_everyone()
+
+    def load_data(self) -> None:
+        from flip_hf import FlipProcessor
+        from flip_hf.data import load_dataset_recipe
+        from flip_hf.text_models import resolve_text_model
+
+        kwargs = {"split": self.data_args.split}
+        if self.data_args.data_dir:
+            kwargs["data_dir"] = self.data_args.data_dir
+        with self.state.main_process_first():  # one process downloads, the others read the cache
+            self.raw, self.schema = load_dataset_recipe(self.data_args.dataset, **kwargs)
+        self.text_model_path = resolve_text_model(self.model_args.text_model)
+        self.processor = FlipProcessor.from_text_pretrained(
+            self.text_model_path, self.schema, prompt_style=self.data_args.prompt_style,
+            max_length=self.data_args.max_length, min_frequency=self.data_args.min_frequency,
+        ).fit(self.raw["train"])
+        logger.info("Example prompt: %s", self.processor.render_text(self.raw["train"][0]))
+        self._encoded: dict = {}
+
+    def encoded(self, split: str, with_text: bool, limit: int | None = None, shuffle: bool = False):
+        """A split encoded by the processor (cached per text/no-text), optionally a seeded subset."""
+        key = (split, with_text)
+        if key not in self._encoded:
+            raw = self.raw[split]
+            keep = [self.schema.group_column] if self.schema.group_column else []
+            remove = [c for c in raw.column_names if c not in keep]
+            self._encoded[key] = raw.map(
+                self.processor, batched=True, batch_size=2000, fn_kwargs={"text": with_text},
+                remove_columns=remove, desc=f"Encoding {split}{'' if with_text else ' (ids only)'}",
+            )
+        dataset = self._encoded[key]
+        if limit is not None and limit < len(dataset):
+            dataset = dataset.shuffle(seed=self.run_args.seed).select(range(limit)) if shuffle else dataset.select(range(limit))
+        return dataset
+
+    def training_arguments(self, stage_dir: Path, **overrides):
+        from transformers import TrainingArguments
+
+        run = self.run_args
+        options = dict(
+            output_dir=str(stage_dir),
+            seed=run.seed,
+            data_seed=run.seed,
+            weight_decay=run.weight_decay,
+            warmup_steps=run.warmup_steps,
+            lr_scheduler_type="cosine",
+            logging_steps=run.logging_steps,
+            logging_first_step=True,
+            max_steps=run.max_steps,
+            per_device_eval_batch_size=run.eval_batch_size,
+            dataloader_num_workers=run.dataloader_num_workers,
+            report_to="none",
+            save_total_limit=2,
+            remove_unused_columns=False,
+            use_cpu=run.use_cpu,
+            disable_tqdm=False,
+        )
+        options.update(overrides)
+        return TrainingArguments(**options)
+
+    def resume_point(self, stage_dir: Path):
+        resume = self.run_args.resume_from_checkpoint
+        if not resume:
+            return None
+        if resume == "last":
+            from transformers.trainer_utils import get_last_checkpoint
+
+            return get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
+        return resume
+
+    # ------------------------------------------------------------------ stages
+    def pretrain(self) -> Path:
+        from flip_hf import DataCollatorForFlipPretraining, FlipForPretraining
+        from flip_hf.trainer import FlipTrainer
+
+        stage_dir = self.output_dir / "pretrain"
+        if "pretrain" in self.results["stages"] and (stage_dir / "config.json").exists():
+            logger.info("Pretraining already finished in %s; skipping.", stage_dir)
+            return stage_dir
+        model_args, run = self.model_args, self.run_args
+        model = FlipForPretraining.from_text_pretrained(self.text_model_path, self.processor, **self.flip_config(), text_model_name_or_path=model_args.text_model)
+        collator = DataCollatorForFlipPretraining(
+            self.processor, text_mask_ratio=model_args.text_mask_ratio, id_mask_ratio=model_args.id_mask_ratio,
+            masking=model_args.masking,
+        )
+        train = self.encoded("train", True, self.data_args.max_pretrain_samples, shuffle=True)
+        args = self.training_arguments(
+            stage_dir, num_train_epochs=run.pretrain_epochs, learning_rate=run.pretrain_learning_rate,
+            per_device_train_batch_size=run.pretrain_batch_size, eval_strategy="no",
+            save_strategy="steps" if run.save_steps else "epoch", save_steps=run.save_steps or 500,
+        )
+        trainer = FlipTrainer(model=model, args=args, train_dataset=train, data_collator=collator, processing_class=self.processor)
+        self.results["stages"]["pretrain"] = self.train_and_time(trainer, stage_dir, len(train))
+        self.save(trainer, stage_dir)
+        return stage_dir
+
+    def finetune(self, mode: str, pretrained: Path | None) -> dict:
+        from transformers import EarlyStoppingCallback
+
+        from flip_hf import DataCollatorForFlipCTR
+        from flip_hf.trainer import FlipTrainer
+
+        stage = MODE_DIRS[mode]
+        stage_dir = self.output_dir / stage
+        if stage in self.results["stages"] and (stage_dir / "config.json").exists():
+            logger.info("%s already finished in %s; skipping.", MODE_NAMES[mode], stage_dir)
+            return self.results["stages"][stage]
+        from flip_hf import FlipModelCardData
+
+        model = self.ctr_model(mode, pretrained)
+        model.model_card_data = FlipModelCardData(
+            dataset_name=self.schema.name or self.data_args.dataset,
+            split_description=SPLIT_DESCRIPTIONS.get(self.data_args.split, self.data_args.split),
+        )
+        for other, record in self.results["stages"].items():  # modes trained earlier in this run
+            if other in MODE_OF_DIR and "test" in record:
+                for split in ("validation", "test"):
+                    model.model_card_data.add_results(MODE_OF_DIR[other], split, record[split])
+        run, with_text = self.run_args, mode != "id"
+        limit = self.data_args.max_finetune_samples if with_text else None
+        train = self.encoded("train", with_text, limit, shuffle=True)
+        validation = self.encoded("validation", with_text, self.data_args.max_eval_samples)
+        test = self.encoded("test", with_text, self.data_args.max_eval_samples)
+        batch_size = run.text_batch_size if with_text else run.id_batch_size
+        steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
+        eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
+        args = self.training_arguments(
+            stage_dir,
+            num_train_epochs=run.finetune_epochs,
+            learning_rate=run.id_learning_rate if mode != "text" else run.plm_learning_rate,
+            per_device_train_batch_size=batch_size,
+            eval_strategy="steps", eval_steps=eval_steps,
+            save_strategy="steps", save_steps=run.save_steps or eval_steps,
+            load_best_model_at_end=True, metric_for_best_model="auc", greater_is_better=True,
+        )
+        trainer = FlipTrainer(
+            model=model, args=args, train_dataset=train, eval_dataset=validation,
+            data_collator=DataCollatorForFlipCTR(self.processor, text=with_text),
+            processing_class=self.processor,
+            plm_learning_rate=run.plm_learning_rate if with_text else None,
+            group_column=self.schema.group_column,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=run.early_stopping_patience)],
+        )
+        record = self.train_and_time(trainer, stage_dir, len(train))
+        started = time.perf_counter()
+        record["validation"] = _strip(trainer.evaluate(validation, metric_key_prefix="eval"), "eval")
+        record["test"] = _strip(trainer.evaluate(test, metric_key_prefix="test"), "test")
+        record["eval_samples_per_second"] = round(len(test) / max(record["test"].get("runtime", 0.0), 1e-9), 1)
+        record["eval_seconds"] = round(time.perf_counter() - started, 1)
+        self.results["stages"][stage] = record
+        self.save(trainer, stage_dir)
+        return record
+
+    def ctr_model(self, mode: str, pretrained: Path | None):
+        from flip_hf import FlipConfig, FlipForCTR
+
+        if pretrained is None:  # the baselines: an ID model from scratch, or the PLM without FLIP pretraining
+            logger.info("No pretraining checkpoint: %s starts from scratch (ID side) and the plain PLM.", MODE_NAMES[mode])
+            return FlipForCTR.from_text_pretrained(self.text_model_path, self.processor, ctr_mode=mode, **self.flip_config(), text_model_name_or_path=self.model_args.text_model)
+        config = FlipConfig.from_pretrained(pretrained)
+        expected = [(f["name"], f["vocab_size"], f["num_slots"]) for f in self.processor.field_infos()]
+        found = [(f["name"], f["vocab_size"], f.get("num_slots", 1)) for f in config.fields]
+        if expected != found:
+            raise SystemExit(
+                f"The checkpoint {pretrained} was pretrained on other fields or vocabularies than this data.\n"
+                f"  checkpoint: {found}\n  data:       {expected}\n"
+                "Finetune on the data it was pretrained on (same dataset, split and min_frequency), or pretrain anew."
+            )
+        return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=self.model_args.fusion_init)
+
+    def flip_config(self) -> dict:
+        model_args = self.model_args
+        return dict(
+            backbone=model_args.backbone,
+            backbone_options=json.loads(model_args.backbone_options),
+            embedding_size=model_args.embedding_size,
+            text_num_layers=model_args.text_num_layers,
+            freeze_word_embeddings=model_args.freeze_word_embeddings,
+            mlm_weight=model_args.mlm_weight,
+            mtm_weight=model_args.mtm_weight,
+            icl_weight=model_args.icl_weight,
+            masking=model_args.masking,
+            text_mask_ratio=model_args.text_mask_ratio,
+            id_mask_ratio=model_args.id_mask_ratio,
+            temperature=model_args.temperature,
+            learnable_temperature=model_args.learnable_temperature,
+            fusion_init=model_args.fusion_init,
+        )
+
+    def train_and_time(self, trainer, stage_dir: Path, num_samples: int) -> dict:
+        started = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=self.resume_point(stage_dir))
+        seconds = time.perf_counter() - started
+        return {
+            "train_seconds": round(seconds, 1),
+            "train_samples": num_samples,
+            "train_samples_per_second": round(output.metrics.get("train_samples_per_second", 0.0), 2),
+            "train_loss": round(output.training_loss, 4),
+            "global_step": output.global_step,
+        }
+
+    def save(self, trainer, stage_dir: Path) -> None:
+        trainer.save_model(str(stage_dir))
+        trainer.save_state()
+        if self.state.is_main_process:
+            (self.output_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=2, sort_keys=True))
+
+    def share_results(self) -> None:
+        """Each finetuned model's card also reports the other modes trained in this run."""
+        from flip_hf.model_card import FlipModelCardData, refresh_model_card
+
+        if not self.state.is_main_process:
+            return
+        for directory in MODE_OF_DIR:
+            card_data = FlipModelCardData.load(self.output_dir / directory)
+            if card_data is None:
+                continue
+            for other, record in self.results["stages"].items():
+                if other in MODE_OF_DIR and "test" in record:
+                    for split in ("validation", "test"):
+                        card_data.add_results(MODE_OF_DIR[other], split, record[split])
+            card_data.save(self.output_dir / directory)
+            refresh_model_card(self.output_dir / directory)
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> dict:
+        self.check_output_dir()
+        started = time.perf_counter()
+        self.load_data()
+        run = self.run_args
+        if run.stage == "pretrain":
+            self.pretrain()
+        elif run.stage == "finetune":
+            pretrained = Path(self.model_args.pretrained_model) if self.model_args.pretrained_model else None
+            self.finetune(run.ctr_mode, pretrained)
+        else:
+            pretrained = self.pretrain()
+            for mode in MODE_DIRS:
+                self.finetune(mode, pretrained)
+            self.share_results()
+        self.results["total_seconds"] = round(time.perf_counter() - started, 1)
+        self.results["dataset"] = self.data_args.dataset
+        self.results["text_model"] = self.model_args.text_model
+        self.results["backbone"] = self.model_args.backbone
+        if self.state.is_main_process:
+            (self.output_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=2, sort_keys=True))
+            print(results_table(self.results))
+        return self.results
+
+
+def _strip(metrics: dict, prefix: str) -> dict:
+    return {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}
+
+
+def results_table(results: dict) -> str:
+    """A markdown table of validation and test AUC / LogLoss per finetuned model."""
+    lines = [
+        "| model | val AUC | val LogLoss | test AUC | test LogLoss | test gAUC | train s | train samples/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, stage in MODE_DIRS.items():
+        record = results["stages"].get(stage)
+        if not record:
+            continue
+        val, test = record["validation"], record["test"]
+        lines.append(
+            f"| {MODE_NAMES[mode]} | {val['auc']:.4f} | {val['logloss']:.4f} | {test['auc']:.4f} | "
+            f"{test['logloss']:.4f} | {test.get('gauc', float('nan')):.4f} | {record['train_seconds']} | "
+            f"{record['train_samples_per_second']} |"
+        )
+    if "pretrain" in results["stages"]:
+        record = results["stages"]["pretrain"]
+        lines.append(f"\nPretraining: {record['train_seconds']} s, {record['train_samples_per_second']} samples/s, "
+                     f"final loss {record['train_loss']}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, run_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    return FlipRun(data_args, model_args, run_args).run()
+
+
+if __name__ == "__main__":
+    main()
