@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -11,6 +12,7 @@ from ..schema import TabularSchema
 from .bookcrossing import load_bookcrossing
 from .goodreads import load_goodreads
 from .movielens import load_movielens
+from .saved import load_saved_dataset, save_dataset
 from .tabular import load_tabular
 
 RECIPES: dict[str, Callable[..., tuple[datasets.DatasetDict, TabularSchema]]] = {
@@ -22,9 +24,15 @@ RECIPES: dict[str, Callable[..., tuple[datasets.DatasetDict, TabularSchema]]] = 
 
 
 def load_dataset_recipe(name: str, **kwargs) -> tuple[datasets.DatasetDict, TabularSchema]:
-    """Load a dataset of the paper by name, e.g. `load_dataset_recipe("bookcrossing", data_dir=...)`."""
+    """Load a dataset of the paper by name, e.g. `load_dataset_recipe("bookcrossing", data_dir=...)`,
+    or a folder written by `save_dataset` (then `kwargs` are ignored: it is already split)."""
     if name not in RECIPES:
-        raise ValueError(f"Unknown dataset recipe {name!r}; choose one of {', '.join(RECIPES)}.")
+        if os.path.isdir(name):
+            return load_saved_dataset(name)
+        raise ValueError(
+            f"Unknown dataset recipe {name!r}; choose one of {', '.join(RECIPES)}, or give the folder of a "
+            "dataset saved with flip_hf.data.save_dataset."
+        )
     return RECIPES[name](**kwargs)
 
 
@@ -34,5 +42,7 @@ __all__ = [
     "load_dataset_recipe",
     "load_goodreads",
     "load_movielens",
+    "load_saved_dataset",
     "load_tabular",
+    "save_dataset",
 ]

@@ -1,0 +1,34 @@
+"""A dataset prepared once and reused: a `DatasetDict` saved to disk with its schema beside it.
+
+`scripts/train.py --dataset PATH` accepts such a folder, so any data that `load_tabular` can read
+trains exactly like the built-in recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import datasets
+
+from ..schema import TabularSchema
+
+SCHEMA_FILE = "flip_schema.json"
+
+
+def save_dataset(dataset: datasets.DatasetDict, schema: TabularSchema, path: str | os.PathLike) -> None:
+    path = Path(path)
+    dataset.save_to_disk(str(path))
+    (path / SCHEMA_FILE).write_text(json.dumps(schema.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+
+
+def load_saved_dataset(path: str | os.PathLike) -> tuple[datasets.DatasetDict, TabularSchema]:
+    path = Path(path)
+    if not (path / SCHEMA_FILE).is_file():
+        raise ValueError(
+            f"{path} is not a saved FLIP dataset: it has no {SCHEMA_FILE}. Save one with "
+            "flip_hf.data.save_dataset(dataset_dict, schema, path)."
+        )
+    schema = TabularSchema.from_dict(json.loads((path / SCHEMA_FILE).read_text(encoding="utf-8")))
+    return datasets.load_from_disk(str(path)), schema

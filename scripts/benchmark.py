@@ -1,0 +1,396 @@
+#!/usr/bin/env python
+"""Measure FLIP: speed against the machine's limit (--task speed), and the paper's claims (--task quality).
+
+Examples:
+    python scripts/benchmark.py --task speed --preset cpu-small
+    python scripts/benchmark.py --task quality --preset cpu-small --seeds 3
+    python scripts/benchmark.py --task speed --preset full          # on a GPU machine
+
+Each run prints a table and writes JSON plus a markdown report under benchmarks/results/, naming
+the preset, the hardware and the command. Nothing here is asserted: the numbers are reported as
+they come out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+SPEED_PRESETS = {
+    # 2 of MiniLM's 6 layers, frozen word embeddings, compact prompt: what cpu-small trains with
+    "cpu-small": dict(text_num_layers=2, freeze_word_embeddings=True, prompt_style="compact", batch_size=32,
+                      steps=8, warmup=2, eval_rows=2048, id_batch=4096, preprocess_rows=None),
+    # the whole PLM and the paper's prompt
+    "full": dict(text_num_layers=None, freeze_word_embeddings=False, prompt_style="natural", batch_size=64,
+                 steps=20, warmup=3, eval_rows=8192, id_batch=4096, preprocess_rows=None),
+}
+
+QUALITY_PRESETS = {
+    # scripts/configs/cpu-small.yaml, with fewer rows so 3 seeds of every variant fit in ~2 hours
+    "cpu-small": dict(config="cpu-small", overrides=dict(max_pretrain_samples=6000, max_finetune_samples=4000,
+                                                         max_eval_samples=None, finetune_epochs=1),
+                      backbones=("dcnv2",), id_baselines=("dcnv2", "deepfm", "autoint")),
+    # the paper's settings, for a GPU machine
+    "full": dict(config="full", overrides={}, backbones=("dcnv2", "deepfm", "autoint"),
+                 id_baselines=("dcnv2", "deepfm", "autoint")),
+    # a few minutes: checks that the benchmark itself runs end to end
+    "smoke": dict(config="quickstart", overrides=dict(max_pretrain_samples=256, max_finetune_samples=256,
+                                                      max_eval_samples=512, max_steps=4),
+                  backbones=("dcnv2",), id_baselines=("dcnv2",)),
+}
+
+
+# ------------------------------------------------------------------------------------------ speed
+def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    """float32 matmul throughput: the machine's practical compute limit for the PLM."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def plm_train_flops_per_sample(text_config, tokens: float) -> float:
+    """Forward + backward FLOPs of the encoder for one sample: 3 x (2 x weights x tokens + attention)."""
+    h, layers, inter = text_config.hidden_size, text_config.num_hidden_layers, text_config.intermediate_size
+    weights_per_layer = 4 * h * h + 2 * h * inter
+    attention_per_layer = 2 * 2 * tokens * tokens * h
+    return 3 * layers * (2 * weights_per_layer * tokens + attention_per_layer)
+
+
+def time_steps(step, steps: int, warmup: int) -> float:
+    """Median seconds of `step()` after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def best_rate(run, rows: int, rounds: int = 3) -> float:
+    """Rows per second of the fastest of `rounds` runs (after one warm-up): the least disturbed one."""
+    run()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return rows / best
+
+
+def training_step(model, optimizer, batch):
+    def step():
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def run_speed(preset_name: str, threads: int) -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from flip_hf import DataCollatorForFlipCTR, DataCollatorForFlipPretraining, FlipForCTR, FlipForPretraining, FlipProcessor
+    from flip_hf.data import load_movielens
+    from flip_hf.modeling_flip import FlipFieldEmbeddings
+    from flip_hf.backbones import build_backbone
+    from flip_hf.text_models import DEFAULT_TEXT_MODEL, resolve_text_model
+    from transformers import pipeline
+
+    preset = SPEED_PRESETS[preset_name]
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    report: dict = {"preset": preset_name, "threads": threads, "settings": preset}
+    plm_path = resolve_text_model(DEFAULT_TEXT_MODEL)
+    dataset, schema = load_movielens("100k")
+    processor = FlipProcessor.from_text_pretrained(plm_path, schema, prompt_style=preset["prompt_style"]).fit(dataset["train"])
+
+    # preprocessing: the train split through Dataset.map with the offline MiniLM tokenizer
+    train = dataset["train"]
+    started = time.perf_counter()
+    encoded = train.map(processor, batched=True, batch_size=2000, remove_columns=train.column_names, desc="Encoding train")
+    report["preprocess_rows_per_second"] = len(train) / (time.perf_counter() - started)
+    tokens = statistics.mean(len(ids) for ids in encoded.select(range(2000))["input_ids"])
+    report["mean_tokens"] = tokens
+
+    model_options = dict(text_num_layers=preset["text_num_layers"], freeze_word_embeddings=preset["freeze_word_embeddings"])
+    batch_size = preset["batch_size"]
+    rows = [encoded[i] for i in range(batch_size)]
+
+    # pretraining step vs a plain masked-LM step of the same PLM on the same masked batch
+    pretrain_model = FlipForPretraining.from_text_pretrained(plm_path, processor, **model_options).train()
+    collator = DataCollatorForFlipPretraining(processor, generator=torch.Generator().manual_seed(0))
+    batch = collator(rows)
+    optimizer = torch.optim.AdamW([p for p in pretrain_model.parameters() if p.requires_grad], lr=1e-4)
+    flip_seconds = time_steps(training_step(pretrain_model, optimizer, batch), preset["steps"], preset["warmup"])
+
+    text_config = pretrain_model.config.text_config
+    mlm = AutoModelForMaskedLM.from_pretrained(plm_path, config=AutoConfig.from_pretrained(plm_path, num_hidden_layers=text_config.num_hidden_layers)).train()
+    if preset["freeze_word_embeddings"]:
+        mlm.get_input_embeddings().weight.requires_grad_(False)
+    mlm_batch = {"input_ids": batch["masked_input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["mlm_labels"]}
+    mlm_optimizer = torch.optim.AdamW([p for p in mlm.parameters() if p.requires_grad], lr=1e-4)
+    mlm_seconds = time_steps(training_step(mlm, mlm_optimizer, mlm_batch), preset["steps"], preset["warmup"])
+    report["pretrain_step_seconds"] = flip_seconds
+    report["mlm_step_seconds"] = mlm_seconds
+    report["pretrain_to_mlm_step_ratio"] = flip_seconds / mlm_seconds
+    report["train_samples_per_second"] = {"pretrain": batch_size / flip_seconds, "plain_mlm": batch_size / mlm_seconds}
+
+    # finetuning steps and inference, per mode
+    checkpoint = ROOT / "benchmarks" / ".speed-checkpoint"
+    pretrain_model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    inference = {}
+    eval_rows = [encoded[i] for i in range(min(preset["eval_rows"], len(encoded)))]
+    for mode in ("id", "text", "joint"):
+        model = FlipForCTR.from_pretrained(checkpoint, ctr_mode=mode).train()
+        ctr_collator = DataCollatorForFlipCTR(processor, text=mode != "id")
+        size = 1024 if mode == "id" else batch_size
+        ctr_batch = ctr_collator([encoded[i] for i in range(size)])
+        ctr_optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        seconds = time_steps(training_step(model, ctr_optimizer, ctr_batch), preset["steps"], preset["warmup"])
+        report["train_samples_per_second"][f"finetune_{mode}"] = size / seconds
+        model.eval()
+        inference_batch = preset["id_batch"] if mode == "id" else 256
+        batches = [ctr_collator(eval_rows[i : i + inference_batch]) for i in range(0, len(eval_rows), inference_batch)]
+        for b in batches:
+            b.pop("labels", None)
+        with torch.inference_mode():
+            inference[mode] = best_rate(lambda: [model(**b) for b in batches], len(eval_rows))
+        if mode == "id":
+            flip_id = model
+    report["inference_rows_per_second"] = inference
+
+    # FLIP_ID against the bare backbone: embeddings + backbone + linear head, nothing else
+    config = flip_id.config
+    embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size)
+    backbone = build_backbone(config.backbone, len(config.fields), config.embedding_size, config.backbone_options)
+    bare = torch.nn.Sequential(embeddings, backbone, torch.nn.Linear(backbone.output_size, 1)).eval()
+    feature_batches = [torch.tensor([r["feature_ids"] for r in eval_rows[i : i + preset["id_batch"]]]) for i in range(0, len(eval_rows), preset["id_batch"])]
+    id_batches = [{"feature_ids": b} for b in feature_batches]
+    with torch.inference_mode():  # interleaved rounds, so both see the same machine load
+        rates = [(best_rate(lambda: [flip_id(**b) for b in id_batches], len(eval_rows)),
+                  best_rate(lambda: [bare(b) for b in feature_batches], len(eval_rows))) for _ in range(3)]
+    report["inference_rows_per_second"]["id"] = max(r[0] for r in rates)
+    report["bare_backbone_rows_per_second"] = max(r[1] for r in rates)
+    report["flip_id_to_bare_backbone_ratio"] = report["inference_rows_per_second"]["id"] / report["bare_backbone_rows_per_second"]
+
+    # the ctr-prediction pipeline from raw rows, batch 256
+    raw_rows = [dataset["validation"][i] for i in range(min(2048, len(dataset["validation"])))]
+    pipeline_speed = {}
+    for mode in ("id", "joint"):
+        directory = checkpoint.with_name(f".speed-{mode}")
+        FlipForCTR.from_pretrained(checkpoint, ctr_mode=mode).save_pretrained(directory)
+        processor.save_pretrained(directory)
+        predictor = pipeline("ctr-prediction", model=str(directory))
+        pipeline_speed[mode] = best_rate(lambda: predictor(raw_rows, batch_size=256), len(raw_rows), rounds=2)
+    report["pipeline_rows_per_second"] = pipeline_speed
+
+    # training throughput as a fraction of the machine's float32 matmul limit
+    report["matmul_gflops"] = matmul_gflops(threads)
+    report["plm_train_gflop_per_sample"] = plm_train_flops_per_sample(text_config, tokens) / 1e9
+    plain = report["train_samples_per_second"]["plain_mlm"]
+    text = report["train_samples_per_second"]["finetune_text"]
+    report["plm_finetune_fraction_of_limit"] = text * report["plm_train_gflop_per_sample"] / report["matmul_gflops"]
+    report["pretrain_fraction_of_limit"] = 2 * report["train_samples_per_second"]["pretrain"] * report["plm_train_gflop_per_sample"] / report["matmul_gflops"]
+    report["plain_mlm_fraction_of_limit"] = plain * report["plm_train_gflop_per_sample"] / report["matmul_gflops"]
+    return report
+
+
+def speed_table(report: dict) -> str:
+    rows = [
+        ("preprocessing (Dataset.map, train split)", f"{report['preprocess_rows_per_second']:,.0f} rows/s"),
+        ("mean prompt length", f"{report['mean_tokens']:.1f} tokens"),
+        ("pretraining step / plain MLM step", f"{report['pretrain_to_mlm_step_ratio']:.2f} "
+         f"({report['pretrain_step_seconds']:.3f} s / {report['mlm_step_seconds']:.3f} s)"),
+    ]
+    for name, value in report["train_samples_per_second"].items():
+        rows.append((f"training: {name}", f"{value:,.1f} samples/s"))
+    for name, value in report["inference_rows_per_second"].items():
+        rows.append((f"inference: {name} mode", f"{value:,.0f} rows/s"))
+    rows += [
+        ("inference: bare backbone (FLIP_ID's network alone)", f"{report['bare_backbone_rows_per_second']:,.0f} rows/s"),
+        ("FLIP_ID / bare backbone", f"{report['flip_id_to_bare_backbone_ratio']:.3f}"),
+    ]
+    for name, value in report["pipeline_rows_per_second"].items():
+        rows.append((f"pipeline (batch 256): {name} mode", f"{value:,.0f} rows/s"))
+    rows += [
+        (f"float32 matmul, {report['threads']} threads", f"{report['matmul_gflops']:.1f} GFLOP/s"),
+        ("PLM training FLOPs per sample", f"{report['plm_train_gflop_per_sample']:.3f} GFLOP"),
+        ("PLM finetuning (text mode) / compute limit", f"{100 * report['plm_finetune_fraction_of_limit']:.1f}%"),
+        ("pretraining (2 PLM passes) / compute limit", f"{100 * report['pretrain_fraction_of_limit']:.1f}%"),
+        ("plain MLM / compute limit", f"{100 * report['plain_mlm_fraction_of_limit']:.1f}%"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|---|"] + [f"| {name.ljust(width)} | {value} |" for name, value in rows])
+
+
+# ---------------------------------------------------------------------------------------- quality
+def quality_variants(preset: dict) -> list[tuple[str, dict]]:
+    """(name, train.py overrides) for every variant the paper's claims need."""
+    variants = [(f"ID-only {b}", dict(stage="finetune", ctr_mode="id", backbone=b)) for b in preset["id_baselines"]]
+    variants.append(("PLM-only", dict(stage="finetune", ctr_mode="text")))
+    for backbone in preset["backbones"]:
+        variants.append((f"FLIP {backbone}", dict(stage="all", backbone=backbone)))
+    ablations = {"w/o MLM": dict(mlm_weight=0.0), "w/o MTM": dict(mtm_weight=0.0), "w/o ICL": dict(icl_weight=0.0),
+                 "token-level masking": dict(masking="token")}
+    for name, overrides in ablations.items():
+        variants.append((f"FLIP {preset['backbones'][0]} {name}", dict(stage="all", backbone=preset["backbones"][0], **overrides)))
+    return variants
+
+
+def run_quality(preset_name: str, seeds: int, output_dir: Path) -> dict:
+    train_script = _load_train_script()
+    preset = QUALITY_PRESETS[preset_name]
+    results: dict = {"preset": preset_name, "seeds": seeds, "variants": {}}
+    for name, overrides in quality_variants(preset):
+        for seed in range(seeds):
+            run_dir = output_dir / name.replace(" ", "_").replace("/", "") / f"seed{seed}"
+            argv = ["--preset", preset["config"], "--output_dir", str(run_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
+            for key, value in {**preset["overrides"], **overrides}.items():
+                if value is not None:
+                    argv += [f"--{key}", str(value)]
+            print(f"== {name}, seed {seed}", flush=True)
+            record = train_script.main(argv)
+            for stage, stage_record in record["stages"].items():
+                if "test" not in stage_record:
+                    continue
+                label = name if overrides["stage"] == "finetune" else f"{name} / {train_script.MODE_NAMES[train_script.MODE_OF_DIR[stage]]}"
+                results["variants"].setdefault(label, []).append(
+                    {"seed": seed, "validation": stage_record["validation"], "test": stage_record["test"]}
+                )
+    results["summary"] = summarize(results["variants"])
+    results["claims"] = check_claims(results["summary"], preset)
+    return results
+
+
+def summarize(variants: dict) -> dict:
+    summary = {}
+    for label, runs in variants.items():
+        entry = {}
+        for metric in ("auc", "logloss"):
+            values = [run["test"][metric] for run in runs]
+            entry[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        summary[label] = entry
+    baselines = [label for label in summary if label.startswith(("ID-only", "PLM-only"))]
+    best = max(baselines, key=lambda label: summary[label]["auc"]["mean"]) if baselines else None
+    for label, entry in summary.items():
+        if best:
+            entry["auc_improvement_over_best_baseline"] = (entry["auc"]["mean"] - summary[best]["auc"]["mean"]) / summary[best]["auc"]["mean"]
+    return summary
+
+
+def check_claims(summary: dict, preset: dict) -> list[dict]:
+    def auc(label):
+        return summary.get(label, {}).get("auc", {}).get("mean")
+
+    claims = []
+    main = preset["backbones"][0]
+    for backbone in preset["backbones"]:
+        flip_id, scratch = auc(f"FLIP {backbone} / FLIP_ID"), auc(f"ID-only {backbone}")
+        if flip_id is not None and scratch is not None:
+            claims.append({"claim": f"FLIP_ID ({backbone}) beats {backbone} trained without FLIP pretraining",
+                           "held": flip_id > scratch, "values": [flip_id, scratch]})
+    flip = auc(f"FLIP {main} / FLIP")
+    if flip is not None:
+        others = {label: entry["auc"]["mean"] for label, entry in summary.items()
+                  if label in (f"FLIP {main} / FLIP_ID", f"FLIP {main} / FLIP_PLM") or label.startswith(("ID-only", "PLM-only"))}
+        claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline", "held": all(flip > v for v in others.values()),
+                       "values": {"FLIP": flip, **others}})
+        for label, entry in summary.items():
+            if label.startswith(f"FLIP {main} w") or "token-level" in label:
+                if label.endswith("/ FLIP"):
+                    claims.append({"claim": f"full FLIP beats {label}", "held": flip > entry["auc"]["mean"],
+                                   "values": [flip, entry["auc"]["mean"]]})
+    return claims
+
+
+def quality_table(results: dict) -> str:
+    lines = ["| model | test AUC | test LogLoss | AUC vs best baseline |", "|---|---|---|---|"]
+    for label, entry in results["summary"].items():
+        improvement = entry.get("auc_improvement_over_best_baseline")
+        lines.append(f"| {label} | {entry['auc']['mean']:.4f} ± {entry['auc']['std']:.4f} | "
+                     f"{entry['logloss']['mean']:.4f} ± {entry['logloss']['std']:.4f} | "
+                     f"{'' if improvement is None else f'{100 * improvement:+.2f}%'} |")
+    lines.append("")
+    for claim in results["claims"]:
+        lines.append(f"- {'HELD' if claim['held'] else 'NOT HELD'}: {claim['claim']} ({claim['values']})")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ glue
+def _load_train_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flip_train_script", Path(__file__).with_name("train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def hardware() -> str:
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+def write_report(kind: str, preset: str, payload: dict, table: str, command: str) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stem = f"{kind}-{preset}"
+    payload = {**payload, "command": command, "hardware": hardware(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    markdown = f"# {kind} benchmark, preset `{preset}`\n\n- command: `{command}`\n- hardware: {payload['hardware']}\n- date: {payload['date']}\n\n{table}\n"
+    (RESULTS_DIR / f"{stem}.md").write_text(markdown)
+    return RESULTS_DIR / f"{stem}.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=("speed", "quality"), default="speed")
+    parser.add_argument("--preset", default="cpu-small", help="speed: cpu-small, full; quality: smoke, cpu-small, full.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed task.")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant for the quality task.")
+    parser.add_argument("--output_dir", default="runs/benchmark", help="where the quality task's runs go.")
+    args = parser.parse_args(argv)
+    command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if args.task == "speed":
+        if args.preset not in SPEED_PRESETS:
+            raise SystemExit(f"Unknown speed preset {args.preset!r}; valid: {', '.join(SPEED_PRESETS)}.")
+        report = run_speed(args.preset, args.threads)
+        table = speed_table(report)
+    else:
+        if args.preset not in QUALITY_PRESETS:
+            raise SystemExit(f"Unknown quality preset {args.preset!r}; valid: {', '.join(QUALITY_PRESETS)}.")
+        report = run_quality(args.preset, args.seeds, Path(args.output_dir) / args.preset)
+        table = quality_table(report)
+    print(table)
+    print(f"\nReport: {write_report(args.task, args.preset, report, table, command)}")
+
+
+if __name__ == "__main__":
+    main()
