@@ -293,10 +293,7 @@ class FlipRun:
             dataset_name=self.schema.name or self.data_args.dataset,
             split_description=SPLIT_DESCRIPTIONS.get(self.data_args.split, self.data_args.split),
         )
-        for other, record in self.results["stages"].items():  # modes trained earlier in this run
-            if other in MODE_OF_DIR and "test" in record:
-                for split in ("validation", "test"):
-                    model.model_card_data.add_results(MODE_OF_DIR[other], split, record[split])
+        self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
         run, with_text = self.run_args, mode != "id"
         limit = self.data_args.max_finetune_samples if with_text else None
         train = self.encoded("train", with_text, limit, shuffle=True)
@@ -386,6 +383,12 @@ class FlipRun:
         if self.state.is_main_process:
             (self.output_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=2, sort_keys=True))
 
+    def add_run_results(self, card_data) -> None:
+        for directory, record in self.results["stages"].items():
+            if directory in MODE_OF_DIR and "test" in record:
+                for split in ("validation", "test"):
+                    card_data.add_results(MODE_OF_DIR[directory], split, record[split])
+
     def share_results(self) -> None:
         """Each finetuned model's card also reports the other modes trained in this run."""
         from flip_hf.model_card import FlipModelCardData, refresh_model_card
@@ -396,10 +399,7 @@ class FlipRun:
             card_data = FlipModelCardData.load(self.output_dir / directory)
             if card_data is None:
                 continue
-            for other, record in self.results["stages"].items():
-                if other in MODE_OF_DIR and "test" in record:
-                    for split in ("validation", "test"):
-                        card_data.add_results(MODE_OF_DIR[other], split, record[split])
+            self.add_run_results(card_data)
             card_data.save(self.output_dir / directory)
             refresh_model_card(self.output_dir / directory)
 
