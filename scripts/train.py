@@ -89,8 +89,8 @@ class RunArguments:
     pretrain_learning_rate: float = 1e-4
     pretrain_batch_size: int = 64
     finetune_epochs: float = 3.0
-    id_learning_rate: float = 1e-3
-    plm_learning_rate: float = 5e-5
+    finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Finetuning rate of everything but the PLM."})
+    plm_learning_rate: float = field(default=5e-5, metadata={"help": "Finetuning rate of the PLM."})
     id_batch_size: int = 1024
     text_batch_size: int = 64
     eval_batch_size: int = 256
@@ -214,12 +214,16 @@ class FlipRun:
             dataset = dataset.shuffle(seed=self.run_args.seed).select(range(limit)) if shuffle else dataset.select(range(limit))
         return dataset
 
+    def checkpoint_dir(self, stage_dir: Path) -> Path:
+        """Trainer checkpoints live apart from the final model, which stays a clean Hub folder."""
+        return self.output_dir / "checkpoints" / stage_dir.name
+
     def training_arguments(self, stage_dir: Path, **overrides):
         from transformers import TrainingArguments
 
         run = self.run_args
         options = dict(
-            output_dir=str(stage_dir),
+            output_dir=str(self.checkpoint_dir(stage_dir)),
             seed=run.seed,
             data_seed=run.seed,
             weight_decay=run.weight_decay,
@@ -246,7 +250,8 @@ class FlipRun:
         if resume == "last":
             from transformers.trainer_utils import get_last_checkpoint
 
-            return get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
+            checkpoints = self.checkpoint_dir(stage_dir)
+            return get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
         return resume
 
     # ------------------------------------------------------------------ stages
@@ -293,6 +298,7 @@ class FlipRun:
             dataset_name=self.schema.name or self.data_args.dataset,
             split_description=SPLIT_DESCRIPTIONS.get(self.data_args.split, self.data_args.split),
         )
+        model.model_card_data.set_processor(self.processor, self.raw["train"][0])  # a real row as the example
         self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
         run, with_text = self.run_args, mode != "id"
         limit = self.data_args.max_finetune_samples if with_text else None
@@ -305,7 +311,7 @@ class FlipRun:
         args = self.training_arguments(
             stage_dir,
             num_train_epochs=run.finetune_epochs,
-            learning_rate=run.id_learning_rate if mode != "text" else run.plm_learning_rate,
+            learning_rate=run.finetune_learning_rate,
             per_device_train_batch_size=batch_size,
             eval_strategy="steps", eval_steps=eval_steps,
             save_strategy="steps", save_steps=run.save_steps or eval_steps,
@@ -320,6 +326,7 @@ class FlipRun:
             callbacks=[EarlyStoppingCallback(early_stopping_patience=run.early_stopping_patience)],
         )
         record = self.train_and_time(trainer, stage_dir, len(train))
+        trainer.remove_callback(EarlyStoppingCallback)  # it only understands validation metrics
         started = time.perf_counter()
         record["validation"] = _strip(trainer.evaluate(validation, metric_key_prefix="eval"), "eval")
         record["test"] = _strip(trainer.evaluate(test, metric_key_prefix="test"), "test")
@@ -378,10 +385,13 @@ class FlipRun:
         }
 
     def save(self, trainer, stage_dir: Path) -> None:
-        trainer.save_model(str(stage_dir))
-        trainer.save_state()
+        """The final model, its processor and card, and the trainer state (main process only)."""
         if self.state.is_main_process:
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage_dir)
+            self.processor.save_pretrained(stage_dir)
+            trainer.state.save_to_json(str(stage_dir / "trainer_state.json"))
             (self.output_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=2, sort_keys=True))
+        self.state.wait_for_everyone()  # later stages load what was just written
 
     def add_run_results(self, card_data) -> None:
         for directory, record in self.results["stages"].items():
