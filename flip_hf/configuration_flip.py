@@ -79,6 +79,8 @@ class FlipConfig(PreTrainedConfig):
         for name in ("mlm_weight", "mtm_weight", "icl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.mlm_weight == self.mtm_weight == self.icl_weight == 0:
+            raise ValueError("mlm_weight, mtm_weight and icl_weight are all 0: pretraining would learn nothing.")
         for name in ("text_mask_ratio", "id_mask_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}.")

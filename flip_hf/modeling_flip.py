@@ -295,11 +295,12 @@ class FlipPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load as usual, plus the checkpoint's model-card data, so that saving or pushing it keeps its card."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
         model_card = _model_card_module()
         if model_card is not None:
             model.model_card_data = model_card.FlipModelCardData.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        return model
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual, plus the model card; once registered for an Auto class, also the code (see remote_code.py)."""

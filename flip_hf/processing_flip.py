@@ -218,7 +218,8 @@ class FlipProcessor(ProcessorMixin):
         for spec in self.fields:
             column = list(train_split[spec.name])
             if spec.kind == "numeric":
-                numbers = np.asarray([float(v) for v in column if not _is_null(v)], dtype=np.float64)
+                numbers = np.asarray([_as_number(spec.name, v) for v in column if not _is_null(v)], dtype=np.float64)
+                numbers = numbers[~np.isnan(numbers)]
                 edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1])) if len(numbers) else []
                 boundaries.append([float(e) for e in edges])
                 vocabularies.append([f"bucket {i}" for i in range(len(edges) + 1)])
@@ -226,6 +227,8 @@ class FlipProcessor(ProcessorMixin):
                 continue
             boundaries.append(None)
             if spec.is_multi_valued:
+                for values in column:
+                    _check_multi_value(spec.name, values)
                 counts = Counter(str(v) for values in column if not _is_null(values) for v in values if not _is_null(v))
                 max_values.append(max((len(values) for values in column if not _is_null(values)), default=1) or 1)
             else:
@@ -267,26 +270,16 @@ class FlipProcessor(ProcessorMixin):
     def _bucket_id(self, field_index: int, value) -> int:
         if _is_null(value):
             return UNKNOWN_ID
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"Numeric field {self.fields[field_index].name!r} got {value!r}, which is not a number. "
-                "Convert the column to numbers, or declare the field categorical."
-            ) from None
+        number = _as_number(self.fields[field_index].name, value)
         if math.isnan(number):
             return UNKNOWN_ID
         return NUM_RESERVED_IDS + bisect.bisect_right(self.bucket_boundaries[field_index], number)
 
     def _multi_ids(self, field_index: int, values) -> list[int]:
         slots = self.max_values[field_index]
+        _check_multi_value(self.fields[field_index].name, values)
         if _is_null(values) or len(values) == 0:
             return [UNKNOWN_ID] + [PAD_ID] * (slots - 1)
-        if isinstance(values, str):
-            raise ValueError(
-                f"Multi-valued field {self.fields[field_index].name!r} got the string {values!r}; it needs a "
-                "list of values. Split it first (load_tabular(..., multi_value_separator='|') does this)."
-            )
         lookup = self._lookups[field_index]
         ids = [UNKNOWN_ID if _is_null(v) else lookup.get(str(v), UNKNOWN_ID) for v in values]
         if len(ids) > slots:
@@ -315,7 +308,9 @@ class FlipProcessor(ProcessorMixin):
                 number = float(value)
             except (TypeError, ValueError):
                 return str(value)
-            return UNKNOWN_TEXT if math.isnan(number) else f"{number:g}"
+            if math.isnan(number):
+                return UNKNOWN_TEXT
+            return str(int(number)) if number.is_integer() else f"{number:.6g}"
         text = str(value)
         return text if text.strip() else UNKNOWN_TEXT
 
@@ -512,6 +507,24 @@ def _is_null(value) -> bool:
     if isinstance(value, float) and math.isnan(value):
         return True
     return False
+
+
+def _as_number(field: str, value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Numeric field {field!r} got {value!r}, which is not a number. "
+            "Convert the column to numbers, or declare the field categorical."
+        ) from None
+
+
+def _check_multi_value(field: str, values) -> None:
+    if isinstance(values, str):
+        raise ValueError(
+            f"Multi-valued field {field!r} got the string {values!r}; it needs a list of values. "
+            "Split it first (load_tabular(..., multi_value_separator='|') does this)."
+        )
 
 
 def _check_labels(labels, label_column: str) -> list[int]:
