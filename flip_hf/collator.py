@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +67,18 @@ class DataCollatorForFlipPretraining(DataCollatorForFlipCTR):
       `mtm_labels` holds the original ids of its slots and -100 elsewhere.
 
     The clean inputs are kept too: the clean text feeds ICL and MTM, the clean IDs feed MLM and ICL.
-    Randomness comes from `generator` if given (reproducible alone), else from torch's global RNG,
-    which `Trainer` seeds and restores on resume, so a resumed run draws the same masks.
+
+    Masks are drawn from a generator keyed by `seed` and the batch's content, not from torch's
+    global RNG: data loaders build batches ahead of the training step (and, on resume, before
+    `Trainer` restores its RNG state), so only content-keyed masks make a resumed or multi-worker
+    run draw exactly the masks of an uninterrupted one. Shuffling gives each epoch new batches and
+    so new masks. `seed=None` uses the global RNG instead.
     """
 
     text_mask_ratio: float = 0.15
     id_mask_ratio: float = 0.15
     masking: str = "field"
-    generator: torch.Generator | None = None
+    seed: int | None = 0
 
     def __post_init__(self):
         if self.masking not in MASKING_MODES:
@@ -88,34 +93,43 @@ class DataCollatorForFlipPretraining(DataCollatorForFlipCTR):
         self._field_of_slot = torch.repeat_interleave(torch.arange(len(slots)), torch.tensor(slots))
         self._first_slot = torch.tensor([0] + slots[:-1]).cumsum(0)
 
-    def _choose_fields(self, batch_size: int, ratio: float) -> torch.Tensor:
+    def _generator(self, batch: dict[str, torch.Tensor]) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        key = zlib.crc32(str(self.seed).encode())
+        for name in ("input_ids", "feature_ids"):
+            key = zlib.crc32(batch[name].numpy().tobytes(), key)
+        return torch.Generator().manual_seed(key)
+
+    def _choose_fields(self, batch_size: int, ratio: float, generator) -> torch.Tensor:
         """(batch, F) bool: round(ratio * F) fields per sample, at least one, uniformly at random."""
         num_fields = len(self.processor.fields)
         k = min(num_fields, max(1, round(ratio * num_fields)))
-        scores = torch.rand(batch_size, num_fields, generator=self.generator)
+        scores = torch.rand(batch_size, num_fields, generator=generator)
         chosen = scores.argsort(dim=1)[:, :k]
         return torch.zeros(batch_size, num_fields, dtype=torch.bool).scatter_(1, chosen, True)
 
-    def _text_mask(self, token_field_ids: torch.Tensor) -> torch.Tensor:
+    def _text_mask(self, token_field_ids: torch.Tensor, generator) -> torch.Tensor:
         is_value = token_field_ids != NO_FIELD
         if self.masking == "token":
-            mask = (torch.rand(token_field_ids.shape, generator=self.generator) < self.text_mask_ratio) & is_value
+            mask = (torch.rand(token_field_ids.shape, generator=generator) < self.text_mask_ratio) & is_value
             # at least one masked value token per sample, like field masking
-            fallback = torch.rand(token_field_ids.shape, generator=self.generator).masked_fill(~is_value, -1).argmax(1)
+            fallback = torch.rand(token_field_ids.shape, generator=generator).masked_fill(~is_value, -1).argmax(1)
             mask[torch.arange(len(mask)), fallback] |= ~mask.any(1)
             return mask
-        fields = self._choose_fields(len(token_field_ids), self.text_mask_ratio)
+        fields = self._choose_fields(len(token_field_ids), self.text_mask_ratio, generator)
         return fields.gather(1, token_field_ids.clamp(min=0)) & is_value
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = super().__call__(features)
         batch.pop("labels", None)  # pretraining is self-supervised; the click is not used
 
-        text_mask = self._text_mask(batch["token_field_ids"])
+        generator = self._generator(batch)
+        text_mask = self._text_mask(batch["token_field_ids"], generator)
         batch["masked_input_ids"] = batch["input_ids"].masked_fill(text_mask, self.processor.tokenizer.mask_token_id)
         batch["mlm_labels"] = batch["input_ids"].masked_fill(~text_mask, IGNORE_INDEX)
 
-        id_fields = self._choose_fields(len(batch["feature_ids"]), self.id_mask_ratio)
+        id_fields = self._choose_fields(len(batch["feature_ids"]), self.id_mask_ratio, generator)
         slot_mask = id_fields[:, self._field_of_slot]
         feature_ids = batch["feature_ids"]
         masked = feature_ids.masked_fill(slot_mask, PAD_ID)

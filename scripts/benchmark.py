@@ -137,7 +137,7 @@ def run_speed(preset_name: str, threads: int) -> dict:
 
     # pretraining step vs a plain masked-LM step of the same PLM on the same masked batch
     pretrain_model = FlipForPretraining.from_text_pretrained(plm_path, processor, **model_options).train()
-    collator = DataCollatorForFlipPretraining(processor, generator=torch.Generator().manual_seed(0))
+    collator = DataCollatorForFlipPretraining(processor, seed=0)
     batch = collator(rows)
     optimizer = torch.optim.AdamW([p for p in pretrain_model.parameters() if p.requires_grad], lr=1e-4)
     flip_seconds = time_steps(training_step(pretrain_model, optimizer, batch), preset["steps"], preset["warmup"])

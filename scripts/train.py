@@ -151,11 +151,13 @@ class FlipRun:
     """One invocation of the script: data, processor, stages and their results."""
 
     def __init__(self, data_args: DataArguments, model_args: ModelArguments, run_args: RunArguments):
+        import torch
         from accelerate import PartialState
 
         self.data_args, self.model_args, self.run_args = data_args, model_args, run_args
         self.output_dir = Path(run_args.output_dir)
-        self.state = PartialState()
+        # on CPU the process group (gloo) must exist before the first main-process-only step
+        self.state = PartialState(cpu=run_args.use_cpu or not torch.cuda.is_available())
         self.results: dict = {"stages": {}}
 
     # ------------------------------------------------------------------ set-up
@@ -256,6 +258,8 @@ class FlipRun:
 
     # ------------------------------------------------------------------ stages
     def pretrain(self) -> Path:
+        from transformers import set_seed
+
         from flip_hf import DataCollatorForFlipPretraining, FlipForPretraining
         from flip_hf.trainer import FlipTrainer
 
@@ -264,10 +268,11 @@ class FlipRun:
             logger.info("Pretraining already finished in %s; skipping.", stage_dir)
             return stage_dir
         model_args, run = self.model_args, self.run_args
+        set_seed(run.seed)  # the new ID side and heads start from --seed
         model = FlipForPretraining.from_text_pretrained(self.text_model_path, self.processor, **self.flip_config(), text_model_name_or_path=model_args.text_model)
         collator = DataCollatorForFlipPretraining(
             self.processor, text_mask_ratio=model_args.text_mask_ratio, id_mask_ratio=model_args.id_mask_ratio,
-            masking=model_args.masking,
+            masking=model_args.masking, seed=run.seed,
         )
         train = self.encoded("train", True, self.data_args.max_pretrain_samples, shuffle=True)
         args = self.training_arguments(
@@ -281,7 +286,7 @@ class FlipRun:
         return stage_dir
 
     def finetune(self, mode: str, pretrained: Path | None) -> dict:
-        from transformers import EarlyStoppingCallback
+        from transformers import EarlyStoppingCallback, set_seed
 
         from flip_hf import DataCollatorForFlipCTR
         from flip_hf.trainer import FlipTrainer
@@ -293,6 +298,7 @@ class FlipRun:
             return self.results["stages"][stage]
         from flip_hf import FlipModelCardData
 
+        set_seed(self.run_args.seed)  # new heads (and the ID side of baselines) start from --seed
         model = self.ctr_model(mode, pretrained)
         model.model_card_data = FlipModelCardData(
             dataset_name=self.schema.name or self.data_args.dataset,

@@ -139,3 +139,49 @@ def trained_flip_dir(tmp_path_factory, tiny_flip_processor, make_tiny_flip):
     tiny_flip_processor.save_pretrained(str(output_dir))
     save_model_card(output_dir, model, tiny_flip_processor)  # what FlipTrainer.create_model_card does
     return output_dir, model
+
+
+# ------------------------------------------------------------------------------------------------
+# Training (tests/test_trainer.py, tests/test_train_script.py): a tiny PLM folder, a saved dataset
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory):
+    """A folder holding a tiny random BertModel and its WordPiece tokenizer: `--text_model <dir>`."""
+    import torch
+    from tiny import tiny_bert_config, tiny_bert_tokenizer
+    from transformers import BertModel
+
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = tiny_bert_tokenizer()
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(len(tokenizer))).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def _save_tiny_dataset(path, sizes=(96, 32, 32), schema=None):
+    from datasets import Dataset, DatasetDict
+    from tiny import tiny_rows, tiny_schema
+
+    from flip_hf.data import save_dataset
+
+    splits = DatasetDict({
+        split: Dataset.from_dict(tiny_rows(size, seed=seed))
+        for seed, (split, size) in enumerate(zip(("train", "validation", "test"), sizes))
+    })
+    save_dataset(splits, schema or tiny_schema(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory):
+    """A `save_dataset` folder (train 96 / validation 32 / test 32 tiny rows): `--dataset <dir>`."""
+    return _save_tiny_dataset(tmp_path_factory.mktemp("tiny_data") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def save_tiny_dataset():
+    """`save_tiny_dataset(path, sizes=(train, validation, test), schema=None)`: another saved dataset."""
+    return _save_tiny_dataset

@@ -85,7 +85,7 @@ def check_id_masking(processor, batch, expected_k):
 
 # ------------------------------------------------------------------------------------ field masking
 def test_text_and_id_masks_are_field_level(processor):
-    collator = DataCollatorForFlipPretraining(processor, generator=torch.Generator().manual_seed(0))
+    collator = DataCollatorForFlipPretraining(processor, seed=0)
     features = encoded_rows(processor, tiny_rows(32, seed=1))
     batch = collator(features)
     assert "labels" not in batch
@@ -100,7 +100,7 @@ def test_text_and_id_masks_are_field_level(processor):
 def test_wide_schema_masks_round_ratio_fields_and_choices_are_independent(wide_processor):
     processor, columns = wide_processor
     features = encoded_rows(processor, columns)
-    collator = DataCollatorForFlipPretraining(processor, generator=torch.Generator().manual_seed(1))
+    collator = DataCollatorForFlipPretraining(processor, seed=1)
     batch = collator(features)
     assert round(0.15 * 20) == 3
     text_choices = check_field_masking(processor, batch, 3)
@@ -112,7 +112,7 @@ def test_wide_schema_masks_round_ratio_fields_and_choices_are_independent(wide_p
     seen = set().union(*text_choices, *(c for b in more for c in check_field_masking(processor, b, 3)))
     assert seen == set(range(20))
     ratio = DataCollatorForFlipPretraining(processor, text_mask_ratio=0.5, id_mask_ratio=0.01,
-                                           generator=torch.Generator().manual_seed(2))(features)
+                                           seed=2)(features)
     check_field_masking(processor, ratio, 10)
     check_id_masking(processor, ratio, 1)  # at least one field
 
@@ -120,7 +120,7 @@ def test_wide_schema_masks_round_ratio_fields_and_choices_are_independent(wide_p
 def test_multi_valued_mtm_labels_cover_all_present_values(wide_processor):
     processor, columns = wide_processor
     features = encoded_rows(processor, columns)
-    collator = DataCollatorForFlipPretraining(processor, id_mask_ratio=1.0, generator=torch.Generator().manual_seed(0))
+    collator = DataCollatorForFlipPretraining(processor, id_mask_ratio=1.0, seed=0)
     batch = collator(features)
     check_id_masking(processor, batch, 20)
     start = sum(processor.max_values[:5])  # f05: 1..3 values in 3 slots
@@ -130,7 +130,7 @@ def test_multi_valued_mtm_labels_cover_all_present_values(wide_processor):
 
 
 def test_token_level_masking(processor):
-    collator = DataCollatorForFlipPretraining(processor, masking="token", generator=torch.Generator().manual_seed(0))
+    collator = DataCollatorForFlipPretraining(processor, masking="token", seed=0)
     batch = collator(encoded_rows(processor, tiny_rows(32, seed=2)))
     is_masked = batch["mlm_labels"] != IGNORE_INDEX
     assert (batch["token_field_ids"][is_masked] != NO_FIELD).all()  # value tokens only
@@ -149,7 +149,7 @@ def test_token_level_masking(processor):
 
 def test_token_masking_masks_at_least_one_token_even_at_a_tiny_ratio(processor):
     collator = DataCollatorForFlipPretraining(processor, masking="token", text_mask_ratio=1e-6,
-                                              generator=torch.Generator().manual_seed(0))
+                                              seed=0)
     batch = collator(encoded_rows(processor, tiny_rows(16, seed=3)))
     is_masked = batch["mlm_labels"] != IGNORE_INDEX
     assert is_masked.sum(1).tolist() == [1] * 16
@@ -161,22 +161,30 @@ MASK_KEYS = ("masked_input_ids", "mlm_labels", "masked_feature_ids", "mtm_labels
 
 
 @pytest.mark.parametrize("masking", ["field", "token"])
-def test_seeded_generator_and_global_rng(processor, masking):
+def test_masks_are_keyed_by_seed_and_batch_not_by_the_global_rng(processor, masking):
     features = encoded_rows(processor, tiny_rows(32, seed=4))
 
-    def draw(generator=None):
-        return DataCollatorForFlipPretraining(processor, masking=masking, generator=generator)(features)
+    def draw(seed=0, rows=features):
+        return DataCollatorForFlipPretraining(processor, masking=masking, seed=seed)(rows)
 
-    first, second = draw(torch.Generator().manual_seed(0)), draw(torch.Generator().manual_seed(0))
-    other = draw(torch.Generator().manual_seed(1))
+    torch.manual_seed(1)
+    first = draw()
+    torch.manual_seed(2)  # what a data loader's prefetch or a resumed run does to the global RNG
+    second = draw()
     assert all(torch.equal(first[k], second[k]) for k in MASK_KEYS)
-    assert any(not torch.equal(first[k], other[k]) for k in MASK_KEYS)
+    assert any(not torch.equal(first[k], draw(seed=1)[k]) for k in MASK_KEYS)
+    reordered = draw(rows=features[1:] + features[:1])  # another batch (e.g. the next epoch's shuffle)
+    assert any(not torch.equal(first[k][1:], reordered[k][:-1]) for k in MASK_KEYS)
 
+
+def test_seed_none_uses_the_global_rng(processor):
+    features = encoded_rows(processor, tiny_rows(32, seed=4))
+    collator = DataCollatorForFlipPretraining(processor, seed=None)
     torch.manual_seed(123)
-    a = draw()
+    a = collator(features)
     torch.manual_seed(123)
-    b = draw()
-    c = draw()  # the global RNG moved on
+    b = collator(features)
+    c = collator(features)  # the global RNG moved on
     assert all(torch.equal(a[k], b[k]) for k in MASK_KEYS)
     assert any(not torch.equal(a[k], c[k]) for k in MASK_KEYS)
 

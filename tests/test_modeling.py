@@ -73,7 +73,7 @@ class Setup:
         return [dict(zip(encoded, values)) for values in zip(*encoded.values())]
 
     def pretraining_batch(self, n=8, seed=0):
-        collator = DataCollatorForFlipPretraining(self.processor, generator=torch.Generator().manual_seed(seed))
+        collator = DataCollatorForFlipPretraining(self.processor, seed=seed)
         return collator(self.features(n, seed))
 
     def ctr_batch(self, n=8, seed=0):
@@ -415,7 +415,7 @@ def test_mtm_full_and_sampled_softmax(setup, monkeypatch):
         return original(self, *args)
 
     monkeypatch.setattr(FlipMTMHead, "_sampled_softmax", spy)
-    collator = DataCollatorForFlipPretraining(setup.processor, id_mask_ratio=1.0, generator=torch.Generator().manual_seed(0))
+    collator = DataCollatorForFlipPretraining(setup.processor, id_mask_ratio=1.0, seed=0)
     batch = collator(setup.features(12))
     vocab_sizes = [f["vocab_size"] for f in setup.processor.field_infos()]
     for max_vocab, expected_sampled in ((10_000, []), (5, sorted(v for v in vocab_sizes if v > 5))):
@@ -432,7 +432,7 @@ def test_mtm_full_and_sampled_softmax(setup, monkeypatch):
 def test_mtm_full_softmax_matches_a_hand_computation(bert):
     model = pretraining_model(bert, mlm_weight=0, icl_weight=0).eval()
     head = model.mtm_head
-    batch = DataCollatorForFlipPretraining(bert.processor, generator=torch.Generator().manual_seed(5))(bert.features(6))
+    batch = DataCollatorForFlipPretraining(bert.processor, seed=5)(bert.features(6))
     with torch.no_grad():
         loss = model(**batch).mtm_loss
         masked = model.flip.encode_ids(batch["masked_feature_ids"])

@@ -1,0 +1,442 @@
+"""scripts/train.py end to end on tiny data: stages, outputs, resumption, two processes, bad configs,
+--help and presets. The script is loaded with importlib and `main(argv)` called in-process (it returns
+the results dict), except where a real process is the point (--help, torchrun)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train.py"
+CONFIGS = REPO / "scripts" / "configs"
+MODEL_DIRS = ("pretrain", "flip_id", "flip_plm", "flip")
+TEXT_PREFIX = "flip.text_encoder."
+
+
+def load_script():
+    """scripts/ is not a package: load train.py as a module (registered, so dataclass hints resolve)."""
+    name = "flip_train_script"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_script()
+
+
+@pytest.fixture
+def base_argv(tiny_dataset_dir, tiny_text_model_dir):
+    return tiny_argv(tiny_dataset_dir, tiny_text_model_dir)
+
+
+def tiny_argv(dataset_dir, text_model_dir):
+    """Everything small: a tiny PLM and data, batch 16, a few steps per stage, CPU."""
+    return [
+        "--dataset", str(dataset_dir), "--text_model", str(text_model_dir), "--backbone", "dnn",
+        "--embedding_size", "8", "--max_length", "64", "--pretrain_batch_size", "16", "--id_batch_size", "16",
+        "--text_batch_size", "16", "--eval_batch_size", "32", "--max_steps", "4", "--logging_steps", "1",
+        "--use_cpu", "true", "--seed", "7",
+    ]
+
+
+def weights(directory) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(directory) / "model.safetensors"))
+
+
+def checkpoint(stage_dir, step: int) -> Path:
+    """Trainer's checkpoint-`step` of a stage: in <output_dir>/checkpoints/<stage>/ (or the stage folder)."""
+    stage_dir = Path(stage_dir)
+    for folder in (stage_dir.parent / "checkpoints" / stage_dir.name, stage_dir):
+        if (folder / f"checkpoint-{step}").is_dir():
+            return folder / f"checkpoint-{step}"
+    raise AssertionError(f"no checkpoint-{step} for {stage_dir}")
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert set(wa) == set(wb)
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)}/{len(wa)} tensors differ, e.g. {different[:5]}"
+
+
+# ------------------------------------------------------------------------------------ stage all
+@pytest.fixture(scope="module")
+def stage_all(tmp_path_factory, tiny_dataset_dir, tiny_text_model_dir):
+    """One `--stage all` run, shared by the tests that read its outputs. Returns (output_dir, results)."""
+    output_dir = tmp_path_factory.mktemp("stage_all") / "run"
+    torch.manual_seed(0)
+    results = load_script().main(tiny_argv(tiny_dataset_dir, tiny_text_model_dir) + ["--stage", "all", "--output_dir", str(output_dir)])
+    return output_dir, results
+
+
+def test_stage_all_writes_every_model_and_the_results(stage_all):
+    output_dir, results = stage_all
+    for name in MODEL_DIRS:
+        folder = output_dir / name
+        for file in ("config.json", "model.safetensors", "processor_config.json", "README.md", "trainer_state.json"):
+            assert (folder / file).is_file(), f"{name}/{file} missing"
+        assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 4
+    assert json.loads((output_dir / "results.json").read_text()) == results
+
+    stages = results["stages"]
+    assert set(stages) == set(MODEL_DIRS)
+    for name in MODEL_DIRS:
+        assert stages[name]["train_seconds"] > 0 and stages[name]["train_samples_per_second"] > 0, name
+        assert stages[name]["global_step"] == 4
+    for name in ("flip_id", "flip_plm", "flip"):
+        for split in ("validation", "test"):
+            metrics = stages[name][split]
+            assert 0.0 <= metrics["auc"] <= 1.0 and metrics["logloss"] > 0, (name, split)
+            assert "gauc" in metrics  # the tiny schema groups by user_id
+    assert results["total_seconds"] > 0 and results["backbone"] == "dnn"
+
+
+def test_stage_all_model_contents(stage_all):
+    output_dir, _ = stage_all
+    configs = {name: json.loads((output_dir / name / "config.json").read_text()) for name in MODEL_DIRS}
+    assert configs["pretrain"]["architectures"] == ["FlipForPretraining"]
+    assert [configs[m]["ctr_mode"] for m in ("flip_id", "flip_plm", "flip")] == ["id", "text", "joint"]
+
+    id_weights, text_weights, joint_weights = (weights(output_dir / m) for m in ("flip_id", "flip_plm", "flip"))
+    assert id_weights and not any(k.startswith(TEXT_PREFIX) for k in id_weights)  # FLIP_ID has no PLM
+    assert any(k.startswith(TEXT_PREFIX) for k in text_weights)
+    assert any(k.startswith(TEXT_PREFIX) for k in joint_weights) and any(k.startswith("flip.id_encoder.") for k in joint_weights)
+
+
+def test_flip_card_model_index_holds_the_results(stage_all):
+    from huggingface_hub import ModelCard
+
+    output_dir, results = stage_all
+    for name, metric_name in (("flip", "flip"), ("flip_id", "flip_id"), ("flip_plm", "flip_plm")):
+        data = ModelCard.load(output_dir / name / "README.md").data
+        found = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
+        expected = {
+            (split, hub_type): results["stages"][metric_name][split][key]
+            for split in ("validation", "test")
+            for key, hub_type in (("auc", "roc_auc"), ("logloss", "log_loss"), ("gauc", "gauc"))
+        }
+        assert found == pytest.approx(expected), name
+    # the FLIP card's body also reports the other modes of the run
+    text = (output_dir / "flip" / "README.md").read_text()
+    assert "FLIP_ID" in text and "FLIP_PLM" in text
+
+
+@pytest.mark.parametrize("mode", ["id", "text", "joint"])
+def test_finetune_each_mode_from_a_pretrained_checkpoint(train, stage_all, base_argv, tmp_path, mode):
+    pretrain_dir = stage_all[0] / "pretrain"
+    results = train.main(base_argv + [
+        "--stage", "finetune", "--ctr_mode", mode, "--pretrained_model", str(pretrain_dir),
+        "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
+    ])
+    folder = tmp_path / "out" / train.MODE_DIRS[mode]
+    assert set(results["stages"]) == {train.MODE_DIRS[mode]}
+    record = results["stages"][train.MODE_DIRS[mode]]
+    assert record["global_step"] == 2 and {"auc", "logloss"} <= set(record["test"])
+    assert json.loads((folder / "config.json").read_text())["ctr_mode"] == mode
+    # the encoders start from the pretraining checkpoint: 2 steps at lr <= 1e-3 move no weight by more
+    # than ~2e-3, while a fresh initialisation would differ by far more
+    pretrained, finetuned = weights(pretrain_dir), weights(folder)
+    shared = [k for k in finetuned if k.startswith("flip.") and k in pretrained]
+    assert any(k.startswith("flip.id_encoder.") for k in shared) == (mode != "text")
+    assert any(k.startswith(TEXT_PREFIX) for k in shared) == (mode != "id")
+    for key in shared:
+        assert (finetuned[key] - pretrained[key]).abs().max() < 2e-2, key
+    assert any(not torch.equal(finetuned[k], pretrained[k]) for k in shared)  # and it trained
+
+
+# -------------------------------------------------------------------------------------- resume
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after_checkpoint(monkeypatch, step: int):
+    """Make the next trainer raise right after it wrote checkpoint-`step` (a kill after the save):
+    the LR schedule (max_steps) and everything else stays as in the uninterrupted run."""
+    from transformers import TrainerCallback
+
+    from flip_hf.trainer import FlipTrainer
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Interrupted(step)
+
+    original = FlipTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(Interrupt())
+
+    monkeypatch.setattr(FlipTrainer, "__init__", init)
+
+
+def run_interrupted_then_resumed(train, argv, output_dir, monkeypatch, step=3):
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, step)
+        torch.manual_seed(0)  # the same global RNG state as the uninterrupted run: see test_seed_alone_...
+        with pytest.raises(Interrupted):
+            train.main(argv + ["--output_dir", str(output_dir)])
+    assert not (Path(output_dir) / "results.json").exists()  # nothing finished
+    return train.main(argv + ["--output_dir", str(output_dir), "--resume_from_checkpoint", "last"])
+
+
+@pytest.fixture(scope="module")
+def pretrain_resumed(tmp_path_factory, tiny_dataset_dir, tiny_text_model_dir):
+    """`--stage pretrain` for 6 steps (checkpoints every 3) straight, and interrupted after checkpoint-3
+    then resumed with `--resume_from_checkpoint last`. 64 rows at batch 16: step 3 is mid-epoch and
+    step 6 in the second epoch. Returns (straight dir, resumed dir, straight results, resumed results)."""
+    train = load_script()
+    root = tmp_path_factory.mktemp("pretrain_resume")
+    argv = tiny_argv(tiny_dataset_dir, tiny_text_model_dir) + [
+        "--stage", "pretrain", "--max_steps", "6", "--save_steps", "3", "--max_pretrain_samples", "64",
+    ]
+    torch.manual_seed(0)
+    straight = train.main(argv + ["--output_dir", str(root / "straight")])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        resumed = run_interrupted_then_resumed(train, argv, root / "resumed", monkeypatch)
+    return root / "straight" / "pretrain", root / "resumed" / "pretrain", straight, resumed
+
+
+def logged_losses(stage_dir):
+    history = json.loads((Path(stage_dir) / "trainer_state.json").read_text())["log_history"]
+    return [(log["step"], log["loss"], log.get("mlm_loss")) for log in history if "loss" in log]
+
+
+def test_resumed_pretraining_continues_from_its_checkpoint(pretrain_resumed):
+    straight_dir, resumed_dir, straight, resumed = pretrain_resumed
+    assert resumed["stages"]["pretrain"]["global_step"] == straight["stages"]["pretrain"]["global_step"] == 6
+    assert json.loads((resumed_dir / "trainer_state.json").read_text())["global_step"] == 6
+    assert_same_weights(checkpoint(straight_dir, 3), checkpoint(resumed_dir, 3))  # same run up to the interruption
+    assert [loss[0] for loss in logged_losses(resumed_dir)] == list(range(1, 7))  # history kept, steps 4-6 added
+    assert logged_losses(resumed_dir)[:3] == logged_losses(straight_dir)[:3]
+
+
+def test_resumed_pretraining_matches_an_uninterrupted_one(pretrain_resumed):
+    straight_dir, resumed_dir, _, _ = pretrain_resumed
+    assert logged_losses(resumed_dir) == logged_losses(straight_dir)
+    assert_same_weights(straight_dir, resumed_dir)
+
+
+def test_resumed_finetuning_matches_an_uninterrupted_one(train, base_argv, stage_all, tmp_path, monkeypatch):
+    """Joint mode (PLM dropout, two parameter groups), an evaluation and checkpoint every 3 steps,
+    best-model loading at the end."""
+    argv = base_argv + [
+        "--stage", "finetune", "--ctr_mode", "joint", "--pretrained_model", str(stage_all[0] / "pretrain"),
+        "--max_steps", "6", "--save_steps", "3", "--evals_per_epoch", "2",
+    ]
+    torch.manual_seed(0)
+    straight = train.main(argv + ["--output_dir", str(tmp_path / "straight")])
+    resumed = run_interrupted_then_resumed(train, argv, tmp_path / "resumed", monkeypatch)
+    assert_same_weights(tmp_path / "straight" / "flip", tmp_path / "resumed" / "flip")
+    for split in ("validation", "test"):
+        for metric in ("auc", "logloss", "gauc"):
+            assert resumed["stages"]["flip"][split][metric] == straight["stages"]["flip"][split][metric]
+
+
+def test_seed_alone_fixes_the_initial_weights(train, base_argv, tmp_path):
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "1"]
+    torch.manual_seed(0)
+    train.main(argv + ["--output_dir", str(tmp_path / "a")])
+    torch.manual_seed(1)
+    train.main(argv + ["--output_dir", str(tmp_path / "b")])
+    assert_same_weights(tmp_path / "a" / "flip_id", tmp_path / "b" / "flip_id")
+
+
+# ------------------------------------------------------------------------------- bad configs
+def test_unknown_preset_lists_the_valid_ones(train):
+    with pytest.raises(SystemExit, match=r"Unknown preset 'nope'.*cpu-small, full, quickstart"):
+        train.parse_arguments(["--preset", "nope"])
+
+
+@pytest.mark.parametrize("flag, valid", [("--stage", "pretrain, finetune, all"), ("--ctr_mode", "id, text, joint")])
+def test_unknown_stage_or_mode(train, flag, valid):
+    with pytest.raises(SystemExit, match=rf"Unknown {flag[2:]} 'nope'.*{valid}"):
+        train.parse_arguments([flag, "nope"])
+
+
+def test_unknown_backbone_lists_the_valid_ones(train, base_argv, tmp_path):
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--backbone", "nope", "--output_dir", str(tmp_path / "out")]
+    with pytest.raises((SystemExit, ValueError)) as error:
+        train.main(argv)
+    message = str(error.value)
+    assert "nope" in message
+    assert all(name in message for name in ("dnn", "dcnv2", "deepfm", "autoint"))
+
+
+def test_checkpoint_pretrained_on_other_fields_is_refused(train, stage_all, base_argv, save_tiny_dataset, tmp_path):
+    other = save_tiny_dataset(tmp_path / "other_data", sizes=(12, 8, 8))  # fewer users, titles: other vocabularies
+    argv = base_argv + [
+        "--dataset", str(other), "--stage", "finetune", "--ctr_mode", "id",
+        "--pretrained_model", str(stage_all[0] / "pretrain"), "--output_dir", str(tmp_path / "out"),
+    ]
+    with pytest.raises(SystemExit, match="pretrained on other fields or vocabularies") as error:
+        train.main(argv)
+    assert "user_id" in str(error.value)
+
+
+def test_output_dir_of_another_run_is_refused_unless_overwritten(train, base_argv, tmp_path):
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "1", "--output_dir", str(tmp_path / "out")]
+    train.main(argv)
+    with pytest.raises(SystemExit, match=r"already holds a different run.*embedding_size.*--overwrite_output_dir"):
+        train.main(argv + ["--embedding_size", "4"])
+    results = train.main(argv + ["--embedding_size", "4", "--overwrite_output_dir", "true"])
+    assert results["stages"]["flip_id"]["global_step"] == 1
+    assert json.loads((tmp_path / "out" / "flip_id" / "config.json").read_text())["embedding_size"] == 4
+    # the same run again (e.g. to resume) is accepted
+    train.main(argv + ["--embedding_size", "4", "--resume_from_checkpoint", "last"])
+
+
+# --------------------------------------------------------------------------------- --help, presets
+def test_help_is_fast_and_lists_preset():
+    timings = []
+    for _ in range(2):  # the first call may compile bytecode; the requirement is about the usual call
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+        timings.append(time.perf_counter() - started)
+        assert done.returncode == 0, done.stderr
+    assert "--preset" in done.stdout and "--stage" in done.stdout
+    assert min(timings) < 3.0, timings
+
+
+@pytest.mark.parametrize("preset", ["quickstart", "cpu-small", "full"])
+def test_presets_set_their_yaml_values(train, preset):
+    values = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())
+    parsed = {k: v for args in train.parse_arguments(["--preset", preset]) for k, v in vars(args).items()}
+    assert values
+    for key, value in values.items():
+        assert parsed[key] == value, key
+    # command-line flags override the preset
+    overridden = train.parse_arguments(["--preset", preset, "--max_length", "17"])[0]
+    assert overridden.max_length == 17
+
+
+def test_config_file_overrides_the_preset(train, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("max_pretrain_samples: 5\nbackbone_options:\n  num_layers: 1\nfreeze_word_embeddings: false\n")
+    data_args, model_args, run_args = train.parse_arguments(["--preset", "quickstart", "--config", str(config)])
+    assert data_args.max_pretrain_samples == 5
+    assert json.loads(model_args.backbone_options) == {"num_layers": 1}
+    assert model_args.freeze_word_embeddings is False
+    assert data_args.prompt_style == "compact"  # still from the preset
+
+
+# ------------------------------------------------------------------------------ two processes
+def _gather_worker(rank, world, init_file, results):
+    from flip_hf.modeling_flip import _gather_with_local_grad
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        local = torch.full((rank + 2, 3), float(rank + 1), requires_grad=True)  # sizes differ: 2 and 3 rows
+        gathered, offset = _gather_with_local_grad(local)
+        weights = torch.arange(1, gathered.numel() + 1, dtype=torch.float).reshape(gathered.shape)
+        (gathered * weights).sum().backward()
+        results[rank] = (gathered.detach().clone(), offset, local.grad.clone(), weights[offset : offset + len(local)].clone())
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_gather_with_local_grad_two_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_gather_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+        results = dict(results)
+    expected = torch.cat([torch.full((2, 3), 1.0), torch.full((3, 3), 2.0)])
+    for rank, (gathered, offset, grad, local_weights) in results.items():
+        assert torch.equal(gathered, expected), rank
+        assert offset == (0 if rank == 0 else 2)
+        # d/d(local) of sum(gathered * w) is w on this process's rows: the slice is the local tensor
+        assert torch.equal(grad, local_weights), rank
+    # the other process's rows are constants: each process's gradient only covers its own rows
+    assert results[0][2].shape == (2, 3) and results[1][2].shape == (3, 3)
+
+
+def test_gather_without_process_group_is_identity():
+    from flip_hf.modeling_flip import _gather_with_local_grad
+
+    tensor = torch.randn(3, 2)
+    gathered, offset = _gather_with_local_grad(tensor)
+    assert gathered is tensor and offset == 0
+
+
+WRAPPER = """
+import os, pathlib, runpy, sys
+log = pathlib.Path(os.environ["WRITE_LOG_DIR"]) / f"rank{os.environ.get('RANK', '0')}.log"
+original = pathlib.Path.write_text
+def write_text(self, *args, **kwargs):
+    with open(log, "a") as f:
+        f.write(self.name + "\\n")
+    return original(self, *args, **kwargs)
+pathlib.Path.write_text = write_text
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, tiny_dataset_dir, tiny_text_model_dir):
+    """torchrun, 2 CPU processes (gloo), `--stage all`, through a wrapper that logs which process
+    writes which file (Path.write_text). Returns (completed process, output_dir, {rank: [file names]})."""
+    root = tmp_path_factory.mktemp("two_processes")
+    wrapper = root / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    logs = root / "write_logs"
+    logs.mkdir()
+    output_dir = root / "out"
+    env = dict(os.environ, WRITE_LOG_DIR=str(logs), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        str(wrapper), str(SCRIPT), *tiny_argv(tiny_dataset_dir, tiny_text_model_dir),
+        "--stage", "all", "--output_dir", str(output_dir),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
+    writes = {
+        rank: (logs / f"rank{rank}.log").read_text().split() if (logs / f"rank{rank}.log").exists() else []
+        for rank in (0, 1)
+    }
+    return done, output_dir, writes
+
+
+@pytest.mark.slow
+def test_two_processes_stage_all(two_process_run):
+    """Every stage trains under 2 processes; only the main process writes results.json and prints the table."""
+    done, output_dir, writes = two_process_run
+    assert done.returncode == 0, done.stderr[-5000:]
+
+    results = json.loads((output_dir / "results.json").read_text())
+    assert set(results["stages"]) == set(MODEL_DIRS)
+    for name in MODEL_DIRS:
+        assert (output_dir / name / "model.safetensors").is_file()
+        assert results["stages"][name]["global_step"] == 4
+    for name in ("flip_id", "flip_plm", "flip"):
+        assert {"auc", "logloss"} <= set(results["stages"][name]["test"])
+    assert "2 processes" in (output_dir / "flip" / "README.md").read_text()  # the card's hardware line
+
+    assert "results.json" in writes[0]
+    assert "results.json" not in writes[1]
+    assert done.stdout.count("| FLIP_ID |") == 1  # the table is printed once
+
+
+@pytest.mark.slow
+def test_two_processes_set_up_runs_on_the_main_process_only(two_process_run):
+    done, _, writes = two_process_run
+    assert done.returncode == 0
+    assert writes[1] == [], writes[1]
