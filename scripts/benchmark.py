@@ -342,6 +342,7 @@ def _load_train_script():
 
     spec = importlib.util.spec_from_file_location("flip_train_script", Path(__file__).with_name("train.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
