@@ -79,6 +79,7 @@ class ModelArguments:
 class RunArguments:
     stage: str = field(default="all", metadata={"help": "pretrain, finetune or all."})
     ctr_mode: str = field(default="joint", metadata={"help": "Mode of --stage finetune: id, text or joint."})
+    all_modes: str = field(default="id,text,joint", metadata={"help": "Modes that --stage all finetunes."})
     preset: str | None = field(default=None, metadata={"help": "A YAML file in scripts/configs: quickstart, cpu-small, full."})
     config: str | None = field(default=None, metadata={"help": "A YAML file of arguments."})
     output_dir: str = "runs/flip"
@@ -141,8 +142,9 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ModelArguments, Run
         data_args, model_args, run_args = parser.parse_args_into_dataclasses(args=defaults + argv)
     if run_args.stage not in STAGES:
         raise SystemExit(f"Unknown stage {run_args.stage!r}; valid stages: {', '.join(STAGES)}.")
-    if run_args.ctr_mode not in MODE_DIRS:
-        raise SystemExit(f"Unknown ctr_mode {run_args.ctr_mode!r}; valid modes: {', '.join(MODE_DIRS)}.")
+    for mode in [run_args.ctr_mode, *run_args.all_modes.split(",")]:
+        if mode not in MODE_DIRS:
+            raise SystemExit(f"Unknown ctr_mode {mode!r}; valid modes: {', '.join(MODE_DIRS)}.")
     return data_args, model_args, run_args
 
 
@@ -432,7 +434,7 @@ class FlipRun:
             self.finetune(run.ctr_mode, pretrained)
         else:
             pretrained = self.pretrain()
-            for mode in MODE_DIRS:
+            for mode in self.run_args.all_modes.split(","):
                 self.finetune(mode, pretrained)
             self.share_results()
         self.results["total_seconds"] = round(time.perf_counter() - started, 1)
