@@ -440,3 +440,20 @@ def test_two_processes_set_up_runs_on_the_main_process_only(two_process_run):
     done, _, writes = two_process_run
     assert done.returncode == 0
     assert writes[1] == [], writes[1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes(tmp_path, tiny_dataset_dir, tiny_text_model_dir):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): both processes train, one writes."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", "29519", str(SCRIPT), *tiny_argv(tiny_dataset_dir, tiny_text_model_dir),
+        "--stage", "finetune", "--ctr_mode", "joint", "--output_dir", str(tmp_path / "out"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-5000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {"auc", "logloss"} <= set(results["stages"]["flip"]["test"])
+    assert "2 processes" in (tmp_path / "out" / "flip" / "README.md").read_text()
+    assert done.stdout.count("| FLIP |") == 1
