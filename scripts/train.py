@@ -34,6 +34,8 @@ SPLIT_DESCRIPTIONS = {
     "user_time": "per user, the newest 10% of interactions test and the 10% before validate",
     "random": "seeded random 8:1:1",
 }
+# ModelArguments that are not FlipConfig entries.
+NOT_CONFIG_ARGUMENTS = ("text_model", "pretrained_model")
 RUN_FILE = "run_args.json"
 RESULTS_FILE = "results.json"
 # Flags that may change between an interrupted run and its resumption.
@@ -362,23 +364,9 @@ class FlipRun:
         return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=self.model_args.fusion_init)
 
     def flip_config(self) -> dict:
-        model_args = self.model_args
-        return dict(
-            backbone=model_args.backbone,
-            backbone_options=json.loads(model_args.backbone_options),
-            embedding_size=model_args.embedding_size,
-            text_num_layers=model_args.text_num_layers,
-            freeze_word_embeddings=model_args.freeze_word_embeddings,
-            mlm_weight=model_args.mlm_weight,
-            mtm_weight=model_args.mtm_weight,
-            icl_weight=model_args.icl_weight,
-            masking=model_args.masking,
-            text_mask_ratio=model_args.text_mask_ratio,
-            id_mask_ratio=model_args.id_mask_ratio,
-            temperature=model_args.temperature,
-            learnable_temperature=model_args.learnable_temperature,
-            fusion_init=model_args.fusion_init,
-        )
+        options = {k: v for k, v in asdict(self.model_args).items() if k not in NOT_CONFIG_ARGUMENTS}
+        options["backbone_options"] = json.loads(options["backbone_options"])
+        return options
 
     def train_and_time(self, trainer, stage_dir: Path, num_samples: int) -> dict:
         started = time.perf_counter()
