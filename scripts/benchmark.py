@@ -333,8 +333,13 @@ def quality_table(results: dict) -> str:
                      f"{entry['logloss']['mean']:.4f} ± {entry['logloss']['std']:.4f} | "
                      f"{'' if improvement is None else f'{100 * improvement:+.2f}%'} |")
     lines.append("")
+    if results["seeds"] == 1:
+        lines.append("One seed only: no std, so AUC differences below about 0.005 are within run-to-run noise "
+                     "and a claim that holds or fails by less says nothing.\n")
     for claim in results["claims"]:
-        lines.append(f"- {'HELD' if claim['held'] else 'NOT HELD'}: {claim['claim']} ({claim['values']})")
+        values = claim["values"]
+        shown = ", ".join(f"{k}: {v:.4f}" for k, v in values.items()) if isinstance(values, dict) else " vs ".join(f"{v:.4f}" for v in values)
+        lines.append(f"- {'HELD' if claim['held'] else 'NOT HELD'}: {claim['claim']} ({shown})")
     return "\n".join(lines)
 
 
