@@ -150,3 +150,8 @@ def write_goodreads(folder: Path, genre: str = "poetry", interactions: list[dict
     with gzip.open(folder / f"goodreads_books_{genre}.json.gz", "wt", encoding="utf-8") as out:
         out.writelines(json.dumps(b) + "\n" for b in GOODREADS_BOOKS)
     return folder
+
+
+def all_rows(dataset):
+    """Every row of a DatasetDict, train then validation then test."""
+    return [row for name in ("train", "validation", "test") for row in dataset[name].to_list()]

@@ -1,13 +1,9 @@
 import logging
 
 import pytest
-from fixtures_data import write_bookcrossing
+from fixtures_data import all_rows, write_bookcrossing
 
 from flip_hf.data import load_bookcrossing, load_dataset_recipe
-
-
-def all_rows(dataset):
-    return [row for name in ("train", "validation", "test") for row in dataset[name].to_list()]
 
 
 def test_explicit_ratings_become_rows(tmp_path, caplog):

@@ -3,13 +3,9 @@ import json
 import logging
 
 import pytest
-from fixtures_data import goodreads_interactions, write_goodreads
+from fixtures_data import all_rows, goodreads_interactions, write_goodreads
 
 from flip_hf.data import load_dataset_recipe, load_goodreads
-
-
-def all_rows(dataset):
-    return [row for name in ("train", "validation", "test") for row in dataset[name].to_list()]
 
 
 def test_rated_interactions_with_book_metadata(tmp_path, caplog):

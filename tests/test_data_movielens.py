@@ -2,14 +2,10 @@ import io
 import shutil
 
 import pytest
-from fixtures_data import ML_RATINGS, ml100k_zip_bytes, write_ml1m, write_ml100k, write_widedeep_wheel
+from fixtures_data import ML_RATINGS, all_rows, ml100k_zip_bytes, write_ml100k, write_ml1m, write_widedeep_wheel
 
 from flip_hf.data import load_dataset_recipe, load_movielens
 from flip_hf.data import movielens
-
-
-def all_rows(dataset):
-    return [row for name in ("train", "validation", "test") for row in dataset[name].to_list()]
 
 
 def by_key(rows):
