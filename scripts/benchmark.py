@@ -3,8 +3,9 @@
 
 Examples:
     python scripts/benchmark.py --task speed --preset cpu-small
-    python scripts/benchmark.py --task quality --preset cpu-small --seeds 3
-    python scripts/benchmark.py --task speed --preset full          # on a GPU machine
+    python scripts/benchmark.py --task quality --preset cpu-small --seeds 3 --resume
+    python scripts/benchmark.py --task speed --preset full --bf16                        # on a GPU
+    python scripts/benchmark.py --task quality --preset gpu-short --seeds 1 --bf16      # on a GPU
 
 Each run prints a table and writes JSON plus a markdown report under benchmarks/results/, naming
 the preset, the hardware and the command. Nothing here is asserted: the numbers are reported as
@@ -42,6 +43,10 @@ QUALITY_PRESETS = {
     # the paper's settings, for a GPU machine
     "full": dict(config="full", overrides={}, backbones=("dcnv2", "deepfm", "autoint"),
                  id_baselines=("dcnv2", "deepfm", "autoint")),
+    # the paper's data, prompt and whole PLM, cut to fit about 7 minutes of one H100 under --bf16:
+    # 2 pretraining epochs instead of 30, 2 finetuning epochs, one backbone, no ablations
+    "gpu-short": dict(config="full", overrides=dict(pretrain_epochs=2, finetune_epochs=2, evals_per_epoch=2),
+                      backbones=("dcnv2",), id_baselines=("dcnv2",), ablations=False),
     # a few minutes: checks that the benchmark itself runs end to end
     "smoke": dict(config="quickstart", overrides=dict(max_pretrain_samples=256, max_finetune_samples=256,
                                                       max_eval_samples=512, max_steps=4),
@@ -50,18 +55,14 @@ QUALITY_PRESETS = {
 
 
 # ------------------------------------------------------------------------------------------ speed
-def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """float32 matmul throughput: the machine's practical compute limit for the PLM."""
+def matmul_gflops(device, dtype, repeats: int = 20) -> float:
+    """Dense matmul throughput in the training's precision: the practical compute limit for the PLM."""
     import torch
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    size = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    seconds = time_steps(lambda: a @ b, repeats, warmup=3, device=device)
+    return 2 * size**3 / seconds / 1e9
 
 
 def plm_train_flops_per_sample(text_config, tokens: float) -> float:
@@ -72,32 +73,38 @@ def plm_train_flops_per_sample(text_config, tokens: float) -> float:
     return 3 * layers * (2 * weights_per_layer * tokens + attention_per_layer)
 
 
-def time_steps(step, steps: int, warmup: int) -> float:
+def synchronize(device) -> None:
+    """GPU work is asynchronous: wait for it before reading the clock."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step, steps: int, warmup: int, device) -> float:
     """Median seconds of `step()` after `warmup` calls."""
     for _ in range(warmup):
         step()
     times = []
     for _ in range(steps):
+        synchronize(device)
         started = time.perf_counter()
         step()
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def best_rate(run, rows: int, rounds: int = 3) -> float:
+def best_rate(run, rows: int, device, rounds: int = 3) -> float:
     """Rows per second of the fastest of `rounds` runs (after one warm-up): the least disturbed one."""
     run()
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return rows / best
+    return rows / min(time_steps(run, 1, warmup=0, device=device) for _ in range(rounds))
 
 
-def training_step(model, optimizer, batch):
+def training_step(model, optimizer, batch, autocast):
     def step():
-        loss = model(**batch).loss
+        with autocast():
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -105,7 +112,14 @@ def training_step(model, optimizer, batch):
     return step
 
 
-def run_speed(preset_name: str, threads: int) -> dict:
+def to_device(batch, device) -> dict:
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
+
+
+def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text_model: str, data_dir: str | None) -> dict:
+    import contextlib
+    import functools
+
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM
 
@@ -113,15 +127,18 @@ def run_speed(preset_name: str, threads: int) -> dict:
     from flip_hf.data import load_movielens
     from flip_hf.modeling_flip import FlipFieldEmbeddings
     from flip_hf.backbones import build_backbone
-    from flip_hf.text_models import DEFAULT_TEXT_MODEL, resolve_text_model
+    from flip_hf.text_models import resolve_text_model
     from transformers import pipeline
 
     preset = SPEED_PRESETS[preset_name]
+    device = torch.device(device_name)
+    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    report: dict = {"preset": preset_name, "threads": threads, "settings": preset}
-    plm_path = resolve_text_model(DEFAULT_TEXT_MODEL)
-    dataset, schema = load_movielens("100k")
+    report: dict = {"preset": preset_name, "threads": threads, "device": device_name,
+                    "precision": "bf16 autocast" if bf16 else "float32", "settings": preset}
+    plm_path = resolve_text_model(text_model)
+    dataset, schema = load_movielens("100k", data_dir=data_dir)
     processor = FlipProcessor.from_text_pretrained(plm_path, schema, prompt_style=preset["prompt_style"]).fit(dataset["train"])
 
     # preprocessing: the train split through Dataset.map with the offline MiniLM tokenizer
@@ -137,19 +154,22 @@ def run_speed(preset_name: str, threads: int) -> dict:
     rows = [encoded[i] for i in range(batch_size)]
 
     # pretraining step vs a plain masked-LM step of the same PLM on the same masked batch
-    pretrain_model = FlipForPretraining.from_text_pretrained(plm_path, processor, **model_options).train()
+    def timed_training(model, batch) -> float:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        return time_steps(training_step(model, optimizer, batch, autocast), preset["steps"], preset["warmup"], device)
+
+    pretrain_model = FlipForPretraining.from_text_pretrained(plm_path, processor, **model_options).to(device).train()
     collator = DataCollatorForFlipPretraining(processor, seed=0)
-    batch = collator(rows)
-    optimizer = torch.optim.AdamW([p for p in pretrain_model.parameters() if p.requires_grad], lr=1e-4)
-    flip_seconds = time_steps(training_step(pretrain_model, optimizer, batch), preset["steps"], preset["warmup"])
+    batch = to_device(collator(rows), device)
+    flip_seconds = timed_training(pretrain_model, batch)
 
     text_config = pretrain_model.config.text_config
-    mlm = AutoModelForMaskedLM.from_pretrained(plm_path, config=AutoConfig.from_pretrained(plm_path, num_hidden_layers=text_config.num_hidden_layers)).train()
+    mlm_config = AutoConfig.from_pretrained(plm_path, num_hidden_layers=text_config.num_hidden_layers)
+    mlm = AutoModelForMaskedLM.from_pretrained(plm_path, config=mlm_config).to(device).train()
     if preset["freeze_word_embeddings"]:
         mlm.get_input_embeddings().weight.requires_grad_(False)
     mlm_batch = {"input_ids": batch["masked_input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["mlm_labels"]}
-    mlm_optimizer = torch.optim.AdamW([p for p in mlm.parameters() if p.requires_grad], lr=1e-4)
-    mlm_seconds = time_steps(training_step(mlm, mlm_optimizer, mlm_batch), preset["steps"], preset["warmup"])
+    mlm_seconds = timed_training(mlm, mlm_batch)
     report["pretrain_step_seconds"] = flip_seconds
     report["mlm_step_seconds"] = mlm_seconds
     report["pretrain_to_mlm_step_ratio"] = flip_seconds / mlm_seconds
@@ -162,20 +182,18 @@ def run_speed(preset_name: str, threads: int) -> dict:
     inference = {}
     eval_rows = [encoded[i] for i in range(min(preset["eval_rows"], len(encoded)))]
     for mode in ("id", "text", "joint"):
-        model = FlipForCTR.from_pretrained(checkpoint, ctr_mode=mode).train()
+        model = FlipForCTR.from_pretrained(checkpoint, ctr_mode=mode).to(device).train()
         ctr_collator = DataCollatorForFlipCTR(processor, text=mode != "id")
         size = 1024 if mode == "id" else batch_size
-        ctr_batch = ctr_collator([encoded[i] for i in range(size)])
-        ctr_optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        seconds = time_steps(training_step(model, ctr_optimizer, ctr_batch), preset["steps"], preset["warmup"])
+        seconds = timed_training(model, to_device(ctr_collator([encoded[i] for i in range(size)]), device))
         report["train_samples_per_second"][f"finetune_{mode}"] = size / seconds
         model.eval()
         inference_batch = preset["id_batch"] if mode == "id" else 256
-        batches = [ctr_collator(eval_rows[i : i + inference_batch]) for i in range(0, len(eval_rows), inference_batch)]
+        batches = [to_device(ctr_collator(eval_rows[i : i + inference_batch]), device) for i in range(0, len(eval_rows), inference_batch)]
         for b in batches:
             b.pop("labels", None)
-        with torch.inference_mode():
-            inference[mode] = best_rate(lambda: [model(**b) for b in batches], len(eval_rows))
+        with torch.inference_mode(), autocast():
+            inference[mode] = best_rate(lambda: [model(**b) for b in batches], len(eval_rows), device)
         if mode == "id":
             flip_id = model
     report["inference_rows_per_second"] = inference
@@ -184,12 +202,13 @@ def run_speed(preset_name: str, threads: int) -> dict:
     config = flip_id.config
     embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size)
     backbone = build_backbone(config.backbone, len(config.fields), config.embedding_size, config.backbone_options)
-    bare = torch.nn.Sequential(embeddings, backbone, torch.nn.Linear(backbone.output_size, 1)).eval()
-    feature_batches = [torch.tensor([r["feature_ids"] for r in eval_rows[i : i + preset["id_batch"]]]) for i in range(0, len(eval_rows), preset["id_batch"])]
+    bare = torch.nn.Sequential(embeddings, backbone, torch.nn.Linear(backbone.output_size, 1)).to(device).eval()
+    feature_batches = [torch.tensor([r["feature_ids"] for r in eval_rows[i : i + preset["id_batch"]]], device=device)
+                       for i in range(0, len(eval_rows), preset["id_batch"])]
     id_batches = [{"feature_ids": b} for b in feature_batches]
-    with torch.inference_mode():  # interleaved rounds, so both see the same machine load
-        rates = [(best_rate(lambda: [flip_id(**b) for b in id_batches], len(eval_rows)),
-                  best_rate(lambda: [bare(b) for b in feature_batches], len(eval_rows))) for _ in range(3)]
+    with torch.inference_mode(), autocast():  # interleaved rounds, so both see the same machine load
+        rates = [(best_rate(lambda: [flip_id(**b) for b in id_batches], len(eval_rows), device),
+                  best_rate(lambda: [bare(b) for b in feature_batches], len(eval_rows), device)) for _ in range(3)]
     report["inference_rows_per_second"]["id"] = max(r[0] for r in rates)
     report["bare_backbone_rows_per_second"] = max(r[1] for r in rates)
     report["flip_id_to_bare_backbone_ratio"] = report["inference_rows_per_second"]["id"] / report["bare_backbone_rows_per_second"]
@@ -201,12 +220,12 @@ def run_speed(preset_name: str, threads: int) -> dict:
         directory = checkpoint.with_name(f".speed-{mode}")
         FlipForCTR.from_pretrained(checkpoint, ctr_mode=mode).save_pretrained(directory)
         processor.save_pretrained(directory)
-        predictor = pipeline("ctr-prediction", model=str(directory))
-        pipeline_speed[mode] = best_rate(lambda: predictor(raw_rows, batch_size=256), len(raw_rows), rounds=2)
+        predictor = pipeline("ctr-prediction", model=str(directory), device=device)
+        pipeline_speed[mode] = best_rate(lambda: predictor(raw_rows, batch_size=256), len(raw_rows), device, rounds=2)
     report["pipeline_rows_per_second"] = pipeline_speed
 
-    # training throughput as a fraction of the machine's float32 matmul limit
-    report["matmul_gflops"] = matmul_gflops(threads)
+    # training throughput as a fraction of the device's matmul limit in the same precision
+    report["matmul_gflops"] = matmul_gflops(device, torch.bfloat16 if bf16 else torch.float32)
     report["plm_train_gflop_per_sample"] = plm_train_flops_per_sample(text_config, tokens) / 1e9
     plain = report["train_samples_per_second"]["plain_mlm"]
     text = report["train_samples_per_second"]["finetune_text"]
@@ -234,7 +253,7 @@ def speed_table(report: dict) -> str:
     for name, value in report["pipeline_rows_per_second"].items():
         rows.append((f"pipeline (batch 256): {name} mode", f"{value:,.0f} rows/s"))
     rows += [
-        (f"float32 matmul, {report['threads']} threads", f"{report['matmul_gflops']:.1f} GFLOP/s"),
+        (f"{report['precision']} matmul limit, {report['device']}, {report['threads']} threads", f"{report['matmul_gflops']:,.1f} GFLOP/s"),
         ("PLM training FLOPs per sample", f"{report['plm_train_gflop_per_sample']:.3f} GFLOP"),
         ("PLM finetuning (text mode) / compute limit", f"{100 * report['plm_finetune_fraction_of_limit']:.1f}%"),
         ("pretraining (2 PLM passes) / compute limit", f"{100 * report['pretrain_fraction_of_limit']:.1f}%"),
@@ -246,11 +265,15 @@ def speed_table(report: dict) -> str:
 
 # ---------------------------------------------------------------------------------------- quality
 def quality_variants(preset: dict) -> list[tuple[str, dict]]:
-    """(name, train.py overrides) for every variant the paper's claims need."""
-    variants = [(f"ID-only {b}", dict(stage="finetune", ctr_mode="id", backbone=b)) for b in preset["id_baselines"]]
+    """(name, train.py overrides) for every variant the paper's claims need, FLIP itself first.
+
+    FLIP first, so that a run cut short still has the main result.
+    """
+    variants = [(f"FLIP {backbone}", dict(stage="all", backbone=backbone)) for backbone in preset["backbones"]]
+    variants += [(f"ID-only {b}", dict(stage="finetune", ctr_mode="id", backbone=b)) for b in preset["id_baselines"]]
     variants.append(("PLM-only", dict(stage="finetune", ctr_mode="text")))
-    for backbone in preset["backbones"]:
-        variants.append((f"FLIP {backbone}", dict(stage="all", backbone=backbone)))
+    if not preset.get("ablations", True):
+        return variants
     ablations = {"w/o MLM": dict(mlm_weight=0.0), "w/o MTM": dict(mtm_weight=0.0), "w/o ICL": dict(icl_weight=0.0),
                  "token-level masking": dict(masking="token")}
     for name, overrides in ablations.items():
@@ -259,7 +282,8 @@ def quality_variants(preset: dict) -> list[tuple[str, dict]]:
     return variants
 
 
-def run_quality(preset_name: str, seeds: int, output_dir: Path) -> dict:
+def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: dict, resume: bool, report) -> dict:
+    """Every variant for every seed through scripts/train.py; `report(results)` after each run."""
     train_script = _load_train_script()
     preset = QUALITY_PRESETS[preset_name]
     results: dict = {"preset": preset_name, "seeds": seeds, "variants": {}}
@@ -267,11 +291,12 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path) -> dict:
         for seed in range(seeds):
             run_dir = output_dir / name.replace(" ", "_").replace("/", "") / f"seed{seed}"
             argv = ["--preset", preset["config"], "--output_dir", str(run_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
-            for key, value in {**preset["overrides"], **overrides}.items():
+            for key, value in {**preset["overrides"], **train_options, **overrides}.items():
                 if value is not None:
                     argv += [f"--{key}", str(value)]
-            print(f"== {name}, seed {seed}", flush=True)
-            record = train_script.main(argv)
+            record = finished_run(train_script, run_dir, argv) if resume else None
+            print(f"== {name}, seed {seed}{' (finished earlier, reused)' if record else ''}", flush=True)
+            record = record or train_script.main(argv)
             for stage, stage_record in record["stages"].items():
                 if "test" not in stage_record:
                     continue
@@ -279,9 +304,28 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path) -> dict:
                 results["variants"].setdefault(label, []).append(
                     {"seed": seed, "validation": stage_record["validation"], "test": stage_record["test"]}
                 )
-    results["summary"] = summarize(results["variants"])
-    results["claims"] = check_claims(results["summary"], preset)
+            results["summary"] = summarize(results["variants"])
+            results["claims"] = check_claims(results["summary"], preset)
+            report(results)
     return results
+
+
+def finished_run(train_script, run_dir: Path, argv: list[str]) -> dict | None:
+    """The results of an earlier run in `run_dir` with the same arguments, if it finished.
+
+    Arguments added to train.py since that run count as equal when the new run leaves them at their default.
+    """
+    from dataclasses import fields
+
+    args_file, results_file = run_dir / train_script.RUN_FILE, run_dir / train_script.RESULTS_FILE
+    if not (args_file.exists() and results_file.exists()):
+        return None
+    previous = json.loads(args_file.read_text())
+    for args in train_script.parse_arguments(argv):
+        for f in fields(args):
+            if f.name not in train_script.RESUME_FLAGS and previous.get(f.name, f.default) != getattr(args, f.name):
+                return None
+    return json.loads(results_file.read_text())
 
 
 def summarize(variants: dict) -> dict:
@@ -377,10 +421,16 @@ def write_report(kind: str, preset: str, payload: dict, table: str, command: str
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=("speed", "quality"), default="speed")
-    parser.add_argument("--preset", default="cpu-small", help="speed: cpu-small, full; quality: smoke, cpu-small, full.")
+    parser.add_argument("--preset", default="cpu-small", help="speed: cpu-small, full; quality: smoke, cpu-small, gpu-short, full.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed task.")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant for the quality task.")
     parser.add_argument("--output_dir", default="runs/benchmark", help="where the quality task's runs go.")
+    parser.add_argument("--resume", action="store_true", help="quality: reuse runs that finished earlier with the same arguments.")
+    parser.add_argument("--device", default=None, help="speed: cpu or cuda (default: cuda when available).")
+    parser.add_argument("--bf16", action="store_true", help="train and infer under bf16 autocast (GPU).")
+    parser.add_argument("--text_model", default="sentence-transformers/all-MiniLM-L6-v2", help="PLM: Hub id or path.")
+    parser.add_argument("--data_dir", default=None, help="folder with MovieLens-100K's official files (else the cache or a download).")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0, help="quality: data loader workers per run.")
     args = parser.parse_args(argv)
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import logging
@@ -389,12 +439,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.task == "speed":
         if args.preset not in SPEED_PRESETS:
             raise SystemExit(f"Unknown speed preset {args.preset!r}; valid: {', '.join(SPEED_PRESETS)}.")
-        report = run_speed(args.preset, args.threads)
+        import torch
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        report = run_speed(args.preset, args.threads, device, args.bf16, args.text_model, args.data_dir)
         table = speed_table(report)
     else:
         if args.preset not in QUALITY_PRESETS:
             raise SystemExit(f"Unknown quality preset {args.preset!r}; valid: {', '.join(QUALITY_PRESETS)}.")
-        report = run_quality(args.preset, args.seeds, Path(args.output_dir) / args.preset)
+        train_options = dict(text_model=args.text_model, data_dir=args.data_dir, bf16="true" if args.bf16 else None,
+                             dataloader_num_workers=args.dataloader_num_workers or None)
+        report = run_quality(args.preset, args.seeds, Path(args.output_dir) / args.preset, train_options, args.resume,
+                             report=lambda partial: write_report(args.task, args.preset, partial, quality_table(partial), command))
         table = quality_table(report)
     print(table)
     print(f"\nReport: {write_report(args.task, args.preset, report, table, command)}")

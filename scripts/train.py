@@ -105,6 +105,7 @@ class RunArguments:
     max_steps: int = field(default=-1, metadata={"help": "Stop each stage after this many steps (tests)."})
     save_steps: int | None = field(default=None, metadata={"help": "Checkpoint every N steps (default: at each evaluation / epoch)."})
     dataloader_num_workers: int = 0
+    bf16: bool = field(default=False, metadata={"help": "Mixed precision: bf16 autocast (GPUs from Ampere on)."})
     use_cpu: bool = False
 
 
@@ -244,6 +245,7 @@ class FlipRun:
             save_total_limit=2,
             remove_unused_columns=False,
             use_cpu=run.use_cpu,
+            bf16=run.bf16,
             disable_tqdm=False,
         )
         options.update(overrides)
