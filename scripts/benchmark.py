@@ -323,7 +323,8 @@ def finished_run(train_script, run_dir: Path, argv: list[str]) -> dict | None:
     previous = json.loads(args_file.read_text())
     for args in train_script.parse_arguments(argv):
         for f in fields(args):
-            if f.name not in train_script.RESUME_FLAGS and previous.get(f.name, f.default) != getattr(args, f.name):
+            ignored = f.name in train_script.RESUME_FLAGS or f.name == "output_dir"  # found there, however it was spelled
+            if not ignored and previous.get(f.name, f.default) != getattr(args, f.name):
                 return None
     return json.loads(results_file.read_text())
 
