@@ -326,7 +326,8 @@ def finished_run(train_script, run_dir: Path, argv: list[str]) -> dict | None:
             ignored = f.name in train_script.RESUME_FLAGS or f.name == "output_dir"  # found there, however it was spelled
             if not ignored and previous.get(f.name, f.default) != getattr(args, f.name):
                 return None
-    return json.loads(results_file.read_text())
+    record = json.loads(results_file.read_text())
+    return record if "total_seconds" in record else None  # written per stage; the total only at the end
 
 
 def summarize(variants: dict) -> dict:
