@@ -187,6 +187,12 @@ def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text
         size = 1024 if mode == "id" else batch_size
         seconds = timed_training(model, to_device(ctr_collator([encoded[i] for i in range(size)]), device))
         report["train_samples_per_second"][f"finetune_{mode}"] = size / seconds
+        if mode == "text":  # a typical batch as --group_by_length draws them: neighbours around the median length
+            by_length = sorted(eval_rows, key=lambda row: len(row["input_ids"]))
+            grouped = by_length[len(by_length) // 2 - size // 2 :][:size]
+            seconds = timed_training(model, to_device(ctr_collator(grouped), device))
+            report["train_samples_per_second"]["finetune_text_grouped"] = size / seconds
+            report["grouped_batch_mean_tokens"] = statistics.mean(len(row["input_ids"]) for row in grouped)
         model.eval()
         inference_batch = preset["id_batch"] if mode == "id" else 256
         batches = [to_device(ctr_collator(eval_rows[i : i + inference_batch]), device) for i in range(0, len(eval_rows), inference_batch)]
@@ -230,6 +236,8 @@ def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text
     plain = report["train_samples_per_second"]["plain_mlm"]
     text = report["train_samples_per_second"]["finetune_text"]
     report["plm_finetune_fraction_of_limit"] = text * report["plm_train_gflop_per_sample"] / report["matmul_gflops"]
+    grouped_flops = plm_train_flops_per_sample(text_config, report["grouped_batch_mean_tokens"]) / 1e9
+    report["plm_finetune_grouped_fraction_of_limit"] = report["train_samples_per_second"]["finetune_text_grouped"] * grouped_flops / report["matmul_gflops"]
     report["pretrain_fraction_of_limit"] = 2 * report["train_samples_per_second"]["pretrain"] * report["plm_train_gflop_per_sample"] / report["matmul_gflops"]
     report["plain_mlm_fraction_of_limit"] = plain * report["plm_train_gflop_per_sample"] / report["matmul_gflops"]
     return report
@@ -256,6 +264,7 @@ def speed_table(report: dict) -> str:
         (f"{report['precision']} matmul limit, {report['device']}, {report['threads']} threads", f"{report['matmul_gflops']:,.1f} GFLOP/s"),
         ("PLM training FLOPs per sample", f"{report['plm_train_gflop_per_sample']:.3f} GFLOP"),
         ("PLM finetuning (text mode) / compute limit", f"{100 * report['plm_finetune_fraction_of_limit']:.1f}%"),
+        ("same, length-grouped batch (--group_by_length)", f"{100 * report['plm_finetune_grouped_fraction_of_limit']:.1f}%"),
         ("pretraining (2 PLM passes) / compute limit", f"{100 * report['pretrain_fraction_of_limit']:.1f}%"),
         ("plain MLM / compute limit", f"{100 * report['plain_mlm_fraction_of_limit']:.1f}%"),
     ]

@@ -105,6 +105,7 @@ class RunArguments:
     max_steps: int = field(default=-1, metadata={"help": "Stop each stage after this many steps (tests)."})
     save_steps: int | None = field(default=None, metadata={"help": "Checkpoint every N steps (default: at each evaluation / epoch)."})
     dataloader_num_workers: int = 0
+    group_by_length: bool = field(default=False, metadata={"help": "Batch prompts of similar length: less padding, faster PLM steps."})
     bf16: bool = field(default=False, metadata={"help": "Mixed precision: bf16 autocast (GPUs from Ampere on)."})
     use_cpu: bool = False
 
@@ -216,6 +217,10 @@ class FlipRun:
                 self.processor, batched=True, batch_size=2000, fn_kwargs={"text": with_text},
                 remove_columns=remove, desc=f"Encoding {split}{'' if with_text else ' (ids only)'}",
             )
+            if with_text and self.run_args.group_by_length:  # the length sampler reads this column
+                self._encoded[key] = self._encoded[key].map(
+                    lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True, desc="Lengths"
+                )
         dataset = self._encoded[key]
         if limit is not None and limit < len(dataset):
             dataset = dataset.shuffle(seed=self.run_args.seed).select(range(limit)) if shuffle else dataset.select(range(limit))
@@ -225,11 +230,12 @@ class FlipRun:
         """Trainer checkpoints live apart from the final model, which stays a clean Hub folder."""
         return self.output_dir / "checkpoints" / stage_dir.name
 
-    def training_arguments(self, stage_dir: Path, **overrides):
+    def training_arguments(self, stage_dir: Path, with_text: bool, **overrides):
         from transformers import TrainingArguments
 
         run = self.run_args
         options = dict(
+            train_sampling_strategy="group_by_length" if with_text and run.group_by_length else "random",
             output_dir=str(self.checkpoint_dir(stage_dir)),
             seed=run.seed,
             data_seed=run.seed,
@@ -282,7 +288,7 @@ class FlipRun:
         )
         train = self.encoded("train", True, self.data_args.max_pretrain_samples, shuffle=True)
         args = self.training_arguments(
-            stage_dir, num_train_epochs=run.pretrain_epochs, learning_rate=run.pretrain_learning_rate,
+            stage_dir, True, num_train_epochs=run.pretrain_epochs, learning_rate=run.pretrain_learning_rate,
             per_device_train_batch_size=run.pretrain_batch_size, eval_strategy="no",
             save_strategy="steps" if run.save_steps else "epoch", save_steps=run.save_steps or 500,
         )
@@ -321,7 +327,7 @@ class FlipRun:
         steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
         eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
         args = self.training_arguments(
-            stage_dir,
+            stage_dir, with_text,
             num_train_epochs=run.finetune_epochs,
             learning_rate=run.finetune_learning_rate,
             per_device_train_batch_size=batch_size,

@@ -259,6 +259,29 @@ def test_seed_alone_fixes_the_initial_weights(train, base_argv, tmp_path):
     assert_same_weights(tmp_path / "a" / "flip_id", tmp_path / "b" / "flip_id")
 
 
+def test_group_by_length_batches_prompts_of_similar_length(train, base_argv, tmp_path):
+    """Text stages draw length-grouped batches, so they pad less than random batches; the ID stage stays random."""
+    from flip_hf import DataCollatorForFlipCTR
+    from flip_hf.trainer import FlipTrainer
+
+    run = train.FlipRun(*train.parse_arguments(base_argv + ["--group_by_length", "true", "--output_dir", str(tmp_path)]))
+    run.check_output_dir()
+    run.load_data()
+    encoded = run.encoded("train", True)
+    assert encoded["length"] == [len(ids) for ids in encoded["input_ids"]]
+    assert len(set(encoded["length"])) > 1, "the fixture needs prompts of different lengths"
+    assert run.training_arguments(tmp_path / "text", True).train_sampling_strategy == "group_by_length"
+    assert run.training_arguments(tmp_path / "ids", False).train_sampling_strategy == "random"
+
+    def padding(sampling: str) -> int:
+        args = run.training_arguments(tmp_path / "text", True, train_sampling_strategy=sampling)
+        trainer = FlipTrainer(model=run.ctr_model("text", None), args=args, train_dataset=encoded,
+                              data_collator=DataCollatorForFlipCTR(run.processor))
+        return sum(int((batch["attention_mask"] == 0).sum()) for batch in trainer.get_train_dataloader())
+
+    assert padding("group_by_length") < padding("random")
+
+
 # ------------------------------------------------------------------------------- bad configs
 def test_unknown_preset_lists_the_valid_ones(train):
     with pytest.raises(SystemExit, match=r"Unknown preset 'nope'.*cpu-small, full, quickstart"):
