@@ -261,7 +261,8 @@ def speed_table(report: dict) -> str:
     for name, value in report["pipeline_rows_per_second"].items():
         rows.append((f"pipeline (batch 256): {name} mode", f"{value:,.0f} rows/s"))
     rows += [
-        (f"{report['precision']} matmul limit, {report['device']}, {report['threads']} threads", f"{report['matmul_gflops']:,.1f} GFLOP/s"),
+        (f"{report['precision']} matmul limit, {report['device']}" + (f", {report['threads']} threads" if report["device"] == "cpu" else ""),
+         f"{report['matmul_gflops']:,.1f} GFLOP/s"),
         ("PLM training FLOPs per sample", f"{report['plm_train_gflop_per_sample']:.3f} GFLOP"),
         ("PLM finetuning (text mode) / compute limit", f"{100 * report['plm_finetune_fraction_of_limit']:.1f}%"),
         ("same, length-grouped batch (--group_by_length)", f"{100 * report['plm_finetune_grouped_fraction_of_limit']:.1f}%"),
