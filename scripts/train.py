@@ -54,6 +54,7 @@ class DataArguments:
     min_frequency: int = field(default=1, metadata={"help": "Rarer values map to the unknown id."})
     max_pretrain_samples: int | None = field(default=None, metadata={"help": "Pretrain on a seeded random subset of train."})
     max_finetune_samples: int | None = field(default=None, metadata={"help": "Finetune text/joint modes on a subset of train."})
+    subset_id_finetuning: bool = field(default=False, metadata={"help": "FLIP_ID too on that subset (equal data for every mode)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows of validation and test."})
 
 
@@ -319,7 +320,7 @@ class FlipRun:
         model.model_card_data.set_processor(self.processor, self.raw["train"][0])  # a real row as the example
         self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
         run, with_text = self.run_args, mode != "id"
-        limit = self.data_args.max_finetune_samples if with_text else None
+        limit = self.data_args.max_finetune_samples if with_text or self.data_args.subset_id_finetuning else None
         train = self.encoded("train", with_text, limit, shuffle=True)
         validation = self.encoded("validation", with_text, self.data_args.max_eval_samples)
         test = self.encoded("test", with_text, self.data_args.max_eval_samples)

@@ -259,6 +259,14 @@ def test_seed_alone_fixes_the_initial_weights(train, base_argv, tmp_path):
     assert_same_weights(tmp_path / "a" / "flip_id", tmp_path / "b" / "flip_id")
 
 
+def test_subset_id_finetuning_gives_flip_id_the_rows_of_the_text_modes(train, base_argv, tmp_path):
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "1", "--max_finetune_samples", "20"]
+    whole = train.main(argv + ["--output_dir", str(tmp_path / "whole")])
+    subset = train.main(argv + ["--subset_id_finetuning", "true", "--output_dir", str(tmp_path / "subset")])
+    assert whole["stages"]["flip_id"]["train_samples"] > 20
+    assert subset["stages"]["flip_id"]["train_samples"] == 20
+
+
 def test_group_by_length_batches_prompts_of_similar_length(train, base_argv, tmp_path):
     """Text stages draw length-grouped batches, so they pad less than random batches; the ID stage stays random."""
     from flip_hf import DataCollatorForFlipCTR
