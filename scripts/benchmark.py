@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -300,10 +301,7 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
     for name, overrides in quality_variants(preset):
         for seed in range(seeds):
             run_dir = output_dir / name.replace(" ", "_").replace("/", "") / f"seed{seed}"
-            argv = ["--preset", preset["config"], "--output_dir", str(run_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
-            for key, value in {**preset["overrides"], **train_options, **overrides}.items():
-                if value is not None:
-                    argv += [f"--{key}", str(value)]
+            argv = train_argv(preset, overrides, seed, run_dir, train_options)
             record = finished_run(train_script, run_dir, argv) if resume else None
             print(f"== {name}, seed {seed}{' (finished earlier, reused)' if record else ''}", flush=True)
             record = record or train_script.main(argv)
@@ -318,6 +316,15 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
             results["claims"] = check_claims(results["summary"], preset)
             report(results)
     return results
+
+
+def train_argv(preset: dict, overrides: dict, seed: int, run_dir: Path, train_options: dict) -> list[str]:
+    """scripts/train.py's arguments for one run: the preset's config, its cuts, the user's options, the variant."""
+    argv = ["--preset", preset["config"], "--output_dir", str(run_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
+    for key, value in {**preset["overrides"], **train_options, **overrides}.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
 
 
 def finished_run(train_script, run_dir: Path, argv: list[str]) -> dict | None:
@@ -347,6 +354,7 @@ def summarize(variants: dict) -> dict:
         for metric in ("auc", "logloss"):
             values = [run["test"][metric] for run in runs]
             entry[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        entry["seeds"] = len(runs)
         summary[label] = entry
     baselines = [label for label in summary if label.startswith(("ID-only", "PLM-only"))]
     best = max(baselines, key=lambda label: summary[label]["auc"]["mean"]) if baselines else None
@@ -356,28 +364,45 @@ def summarize(variants: dict) -> dict:
     return summary
 
 
+def compare(summary: dict, label: str, rival: str) -> dict:
+    """`label` against `rival` on mean test AUC, with the seeds' noise on the gap.
+
+    The noise is two standard errors of the difference of the means; a claim held or lost by less than
+    that is not evidence either way. With one seed there is no noise estimate (None).
+    """
+    a, b = summary[label], summary[rival]
+    gap = a["auc"]["mean"] - b["auc"]["mean"]
+    noise = None
+    if min(a["seeds"], b["seeds"]) > 1:
+        noise = 2 * math.sqrt(a["auc"]["std"] ** 2 / a["seeds"] + b["auc"]["std"] ** 2 / b["seeds"])
+    return {"held": gap > 0, "gap": gap, "noise": noise, "beyond_noise": None if noise is None else abs(gap) > noise}
+
+
 def check_claims(summary: dict, preset: dict) -> list[dict]:
+    """The paper's claims that the variants in `summary` can test, each held or not on mean test AUC."""
     def auc(label):
-        return summary.get(label, {}).get("auc", {}).get("mean")
+        return summary[label]["auc"]["mean"]
 
     claims = []
     main = preset["backbones"][0]
     for backbone in preset["backbones"]:
-        flip_id, scratch = auc(f"FLIP {backbone} / FLIP_ID"), auc(f"ID-only {backbone}")
-        if flip_id is not None and scratch is not None:
+        flip_id, scratch = f"FLIP {backbone} / FLIP_ID", f"ID-only {backbone}"
+        if flip_id in summary and scratch in summary:
             claims.append({"claim": f"FLIP_ID ({backbone}) beats {backbone} trained without FLIP pretraining",
-                           "held": flip_id > scratch, "values": [flip_id, scratch]})
-    flip = auc(f"FLIP {main} / FLIP")
-    if flip is not None:
-        others = {label: entry["auc"]["mean"] for label, entry in summary.items()
-                  if label in (f"FLIP {main} / FLIP_ID", f"FLIP {main} / FLIP_PLM") or label.startswith(("ID-only", "PLM-only"))}
-        claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline", "held": all(flip > v for v in others.values()),
-                       "values": {"FLIP": flip, **others}})
-        for label, entry in summary.items():
-            if label.startswith(f"FLIP {main} w") or "token-level" in label:
-                if label.endswith("/ FLIP"):
-                    claims.append({"claim": f"full FLIP beats {label}", "held": flip > entry["auc"]["mean"],
-                                   "values": [flip, entry["auc"]["mean"]]})
+                           "values": [auc(flip_id), auc(scratch)], **compare(summary, flip_id, scratch)})
+    flip = f"FLIP {main} / FLIP"
+    if flip not in summary:
+        return claims
+    others = [label for label in summary
+              if label in (f"FLIP {main} / FLIP_ID", f"FLIP {main} / FLIP_PLM") or label.startswith(("ID-only", "PLM-only"))]
+    if others:
+        strongest = max(others, key=auc)  # beating every rival means beating the strongest one
+        claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline",
+                       "values": {"FLIP": auc(flip), **{label: auc(label) for label in others}},
+                       **compare(summary, flip, strongest)})
+    for label in summary:
+        if (label.startswith(f"FLIP {main} w") or "token-level" in label) and label.endswith("/ FLIP"):
+            claims.append({"claim": f"full FLIP beats {label}", "values": [auc(flip), auc(label)], **compare(summary, flip, label)})
     return claims
 
 
@@ -392,10 +417,18 @@ def quality_table(results: dict) -> str:
     if results["seeds"] == 1:
         lines.append("One seed only: no std, so AUC differences below about 0.005 are within run-to-run noise "
                      "and a claim that holds or fails by less says nothing.\n")
+    else:
+        lines.append(f"Mean ± std over {results['seeds']} seeds. Each claim compares mean test AUC; its gap counts as "
+                     "evidence only beyond the seeds' noise, two standard errors of the difference of the means.\n")
     for claim in results["claims"]:
         values = claim["values"]
         shown = ", ".join(f"{k}: {v:.4f}" for k, v in values.items()) if isinstance(values, dict) else " vs ".join(f"{v:.4f}" for v in values)
-        lines.append(f"- {'HELD' if claim['held'] else 'NOT HELD'}: {claim['claim']} ({shown})")
+        if claim["noise"] is None:
+            verdict = ""
+        else:
+            verdict = (f"; gap {claim['gap']:+.4f}, {'beyond' if claim['beyond_noise'] else 'within'} "
+                       f"the seeds' noise (±{claim['noise']:.4f})")
+        lines.append(f"- {'HELD' if claim['held'] else 'NOT HELD'}: {claim['claim']} ({shown}){verdict}")
     return "\n".join(lines)
 
 

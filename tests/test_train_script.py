@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny import tiny_argv
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train.py"
@@ -44,16 +45,6 @@ def train():
 @pytest.fixture
 def base_argv(tiny_dataset_dir, tiny_text_model_dir):
     return tiny_argv(tiny_dataset_dir, tiny_text_model_dir)
-
-
-def tiny_argv(dataset_dir, text_model_dir):
-    """Everything small: a tiny PLM and data, batch 16, a few steps per stage, CPU."""
-    return [
-        "--dataset", str(dataset_dir), "--text_model", str(text_model_dir), "--backbone", "dnn",
-        "--embedding_size", "8", "--max_length", "64", "--pretrain_batch_size", "16", "--id_batch_size", "16",
-        "--text_batch_size", "16", "--eval_batch_size", "32", "--max_steps", "4", "--logging_steps", "1",
-        "--use_cpu", "true", "--seed", "7",
-    ]
 
 
 def weights(directory) -> dict[str, torch.Tensor]:

@@ -80,3 +80,13 @@ def tiny_rows(num_rows: int = 64, seed: int = 0) -> dict[str, list]:
         rows["label"].append(int((gender == "male") == ("action" in genres or "horror" in genres)))
         rows["timestamp"].append(1000 + i)
     return rows
+
+
+def tiny_argv(dataset_dir, text_model_dir):
+    """Everything small: a tiny PLM and data, batch 16, a few steps per stage, CPU."""
+    return [
+        "--dataset", str(dataset_dir), "--text_model", str(text_model_dir), "--backbone", "dnn",
+        "--embedding_size", "8", "--max_length", "64", "--pretrain_batch_size", "16", "--id_batch_size", "16",
+        "--text_batch_size", "16", "--eval_batch_size", "32", "--max_steps", "4", "--logging_steps", "1",
+        "--use_cpu", "true", "--seed", "7",
+    ]
