@@ -313,7 +313,7 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
                     {"seed": seed, "validation": stage_record["validation"], "test": stage_record["test"]}
                 )
             results["summary"] = summarize(results["variants"])
-            results["claims"] = check_claims(results["summary"], preset)
+            results["claims"] = check_claims(results["variants"], preset)
             report(results)
     return results
 
@@ -364,45 +364,46 @@ def summarize(variants: dict) -> dict:
     return summary
 
 
-def compare(summary: dict, label: str, rival: str) -> dict:
-    """`label` against `rival` on mean test AUC, with the seeds' noise on the gap.
+def compare(variants: dict, label: str, rival: str) -> dict:
+    """`label` against `rival` on test AUC, paired by seed, with the seeds' noise on the gap.
 
-    The noise is two standard errors of the difference of the means; a claim held or lost by less than
-    that is not evidence either way. With one seed there is no noise estimate (None).
+    Runs of one seed share their data subset and initialization, so the per-seed differences cancel what
+    the seed moves in both. The noise is two standard errors of their mean; a claim held or lost by less
+    than that is not evidence either way. With fewer than two common seeds there is no noise (None).
     """
-    a, b = summary[label], summary[rival]
-    gap = a["auc"]["mean"] - b["auc"]["mean"]
-    noise = None
-    if min(a["seeds"], b["seeds"]) > 1:
-        noise = 2 * math.sqrt(a["auc"]["std"] ** 2 / a["seeds"] + b["auc"]["std"] ** 2 / b["seeds"])
+    a = {run["seed"]: run["test"]["auc"] for run in variants[label]}
+    b = {run["seed"]: run["test"]["auc"] for run in variants[rival]}
+    gaps = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
+    gap = statistics.mean(gaps)
+    noise = 2 * statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else None
     return {"held": gap > 0, "gap": gap, "noise": noise, "beyond_noise": None if noise is None else abs(gap) > noise}
 
 
-def check_claims(summary: dict, preset: dict) -> list[dict]:
-    """The paper's claims that the variants in `summary` can test, each held or not on mean test AUC."""
+def check_claims(variants: dict, preset: dict) -> list[dict]:
+    """The paper's claims that `variants` can test, each held or not on mean test AUC."""
     def auc(label):
-        return summary[label]["auc"]["mean"]
+        return statistics.mean(run["test"]["auc"] for run in variants[label])
 
     claims = []
     main = preset["backbones"][0]
     for backbone in preset["backbones"]:
         flip_id, scratch = f"FLIP {backbone} / FLIP_ID", f"ID-only {backbone}"
-        if flip_id in summary and scratch in summary:
+        if flip_id in variants and scratch in variants:
             claims.append({"claim": f"FLIP_ID ({backbone}) beats {backbone} trained without FLIP pretraining",
-                           "values": [auc(flip_id), auc(scratch)], **compare(summary, flip_id, scratch)})
+                           "values": [auc(flip_id), auc(scratch)], **compare(variants, flip_id, scratch)})
     flip = f"FLIP {main} / FLIP"
-    if flip not in summary:
+    if flip not in variants:
         return claims
-    others = [label for label in summary
+    others = [label for label in variants
               if label in (f"FLIP {main} / FLIP_ID", f"FLIP {main} / FLIP_PLM") or label.startswith(("ID-only", "PLM-only"))]
     if others:
         strongest = max(others, key=auc)  # beating every rival means beating the strongest one
         claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline",
                        "values": {"FLIP": auc(flip), **{label: auc(label) for label in others}},
-                       **compare(summary, flip, strongest)})
-    for label in summary:
+                       **compare(variants, flip, strongest)})
+    for label in variants:
         if (label.startswith(f"FLIP {main} w") or "token-level" in label) and label.endswith("/ FLIP"):
-            claims.append({"claim": f"full FLIP beats {label}", "values": [auc(flip), auc(label)], **compare(summary, flip, label)})
+            claims.append({"claim": f"full FLIP beats {label}", "values": [auc(flip), auc(label)], **compare(variants, flip, label)})
     return claims
 
 
@@ -418,8 +419,9 @@ def quality_table(results: dict) -> str:
         lines.append("One seed only: no std, so AUC differences below about 0.005 are within run-to-run noise "
                      "and a claim that holds or fails by less says nothing.\n")
     else:
-        lines.append(f"Mean ± std over {results['seeds']} seeds. Each claim compares mean test AUC; its gap counts as "
-                     "evidence only beyond the seeds' noise, two standard errors of the difference of the means.\n")
+        lines.append(f"Mean ± std over {results['seeds']} seeds. Each claim compares mean test AUC; its gap, paired by seed "
+                     "(a seed fixes the rows and the initialization), counts as evidence only beyond the seeds' noise: "
+                     "two standard errors of the per-seed gaps.\n")
     for claim in results["claims"]:
         values = claim["values"]
         shown = ", ".join(f"{k}: {v:.4f}" for k, v in values.items()) if isinstance(values, dict) else " vs ".join(f"{v:.4f}" for v in values)

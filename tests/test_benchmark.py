@@ -65,42 +65,47 @@ def test_summary_gives_mean_std_seeds_and_improvement_over_the_best_baseline(ben
 
 
 def test_one_seed_has_no_noise_estimate(bench):
-    summary = bench.summarize({"ID-only dcnv2": runs(0.70), "FLIP dcnv2 / FLIP_ID": runs(0.71)})
-    (claim,) = bench.check_claims(summary, PRESET)
+    variants = {"ID-only dcnv2": runs(0.70), "FLIP dcnv2 / FLIP_ID": runs(0.71)}
+    (claim,) = bench.check_claims(variants, PRESET)
     assert claim["held"] is True and claim["noise"] is None and claim["beyond_noise"] is None
-    assert "One seed only" in bench.quality_table({"seeds": 1, "summary": summary, "claims": [claim]})
+    assert "One seed only" in bench.quality_table({"seeds": 1, "summary": bench.summarize(variants), "claims": [claim]})
 
 
-def test_a_gap_inside_the_seeds_noise_is_held_but_not_evidence(bench):
-    summary = bench.summarize({"ID-only dcnv2": runs(0.70, 0.74, 0.72), "FLIP dcnv2 / FLIP_ID": runs(0.71, 0.75, 0.73)})
-    (claim,) = bench.check_claims(summary, PRESET)
-    assert claim["held"] is True
-    assert claim["gap"] == pytest.approx(0.01)
-    assert claim["noise"] == pytest.approx(2 * (2 * 0.02**2 / 3) ** 0.5)
+def test_gaps_are_paired_by_seed(bench):
+    # seeds move both models alike (std 0.02), the gap is steady (+0.01 +-0.001): evidence
+    steady = {"ID-only dcnv2": runs(0.70, 0.74, 0.72), "FLIP dcnv2 / FLIP_ID": runs(0.709, 0.751, 0.730)}
+    (claim,) = bench.check_claims(steady, PRESET)
+    assert claim["held"] is True and claim["gap"] == pytest.approx(0.01)
+    assert claim["noise"] == pytest.approx(2 * 0.001 / 3**0.5)
+    assert claim["beyond_noise"] is True
+    # the same means, but the gap changes sign between seeds: no evidence
+    unsteady = {"ID-only dcnv2": runs(0.70, 0.74, 0.72), "FLIP dcnv2 / FLIP_ID": runs(0.74, 0.72, 0.73)}
+    (claim,) = bench.check_claims(unsteady, PRESET)
+    assert claim["held"] is True and claim["gap"] == pytest.approx(0.01)
     assert claim["beyond_noise"] is False
-    table = bench.quality_table({"seeds": 3, "summary": summary, "claims": [claim]})
+    table = bench.quality_table({"seeds": 3, "summary": bench.summarize(unsteady), "claims": [claim]})
     assert "- HELD: FLIP_ID (dcnv2) beats dcnv2" in table and "within the seeds' noise" in table
 
 
 def test_flip_must_beat_its_strongest_rival(bench):
-    summary = bench.summarize({
+    variants = {
         "FLIP dcnv2 / FLIP": runs(0.710, 0.712, 0.711), "FLIP dcnv2 / FLIP_ID": runs(0.700, 0.701, 0.702),
-        "FLIP dcnv2 / FLIP_PLM": runs(0.60, 0.61, 0.62), "ID-only deepfm": runs(0.730, 0.731, 0.732),
+        "FLIP dcnv2 / FLIP_PLM": runs(0.60, 0.61, 0.62), "ID-only deepfm": runs(0.730, 0.731, 0.733),
         "PLM-only": runs(0.55, 0.56, 0.57),
-    })
-    (claim,) = [c for c in bench.check_claims(summary, PRESET) if c["claim"].startswith("FLIP beats")]
+    }
+    (claim,) = [c for c in bench.check_claims(variants, PRESET) if c["claim"].startswith("FLIP beats")]
     assert claim["held"] is False
-    assert claim["gap"] == pytest.approx(0.711 - 0.731)  # against ID-only deepfm, the strongest
+    assert claim["gap"] == pytest.approx(0.711 - (0.730 + 0.731 + 0.733) / 3)  # against ID-only deepfm, the strongest
     assert claim["beyond_noise"] is True
     assert set(claim["values"]) == {"FLIP", "FLIP dcnv2 / FLIP_ID", "FLIP dcnv2 / FLIP_PLM", "ID-only deepfm", "PLM-only"}
-    assert "- NOT HELD: FLIP beats" in bench.quality_table({"seeds": 3, "summary": summary, "claims": [claim]})
+    table = bench.quality_table({"seeds": 3, "summary": bench.summarize(variants), "claims": [claim]})
+    assert "- NOT HELD: FLIP beats" in table
 
 
 def test_every_ablation_is_compared_with_full_flip(bench):
-    summary = bench.summarize({"FLIP dcnv2 / FLIP": runs(0.70, 0.71), "FLIP dcnv2 w/o MLM / FLIP": runs(0.60, 0.61),
-                               "FLIP dcnv2 w/o ICL / FLIP": runs(0.72, 0.73),
-                               "FLIP dcnv2 token-level masking / FLIP": runs(0.69, 0.70)})
-    claims = {c["claim"]: c["held"] for c in bench.check_claims(summary, PRESET) if c["claim"].startswith("full FLIP")}
+    variants = {"FLIP dcnv2 / FLIP": runs(0.70, 0.71), "FLIP dcnv2 w/o MLM / FLIP": runs(0.60, 0.61),
+                "FLIP dcnv2 w/o ICL / FLIP": runs(0.72, 0.73), "FLIP dcnv2 token-level masking / FLIP": runs(0.69, 0.70)}
+    claims = {c["claim"]: c["held"] for c in bench.check_claims(variants, PRESET) if c["claim"].startswith("full FLIP")}
     assert claims == {"full FLIP beats FLIP dcnv2 w/o MLM / FLIP": True, "full FLIP beats FLIP dcnv2 w/o ICL / FLIP": False,
                       "full FLIP beats FLIP dcnv2 token-level masking / FLIP": True}
 
