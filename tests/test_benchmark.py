@@ -4,26 +4,16 @@ by the script itself and never asserted here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from scripts_loader import load_script
 from tiny import tiny_argv
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    name = "flip_benchmark_script"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("benchmark.py")
 
 
 def runs(*aucs: float) -> list[dict]:

@@ -4,7 +4,6 @@ the results dict), except where a real process is the point (--help, torchrun)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from scripts_loader import load_script
 from tiny import tiny_argv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,21 +25,9 @@ MODEL_DIRS = ("pretrain", "flip_id", "flip_plm", "flip")
 TEXT_PREFIX = "flip.text_encoder."
 
 
-def load_script():
-    """scripts/ is not a package: load train.py as a module (registered, so dataclass hints resolve)."""
-    name = "flip_train_script"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def train():
-    return load_script()
+    return load_script("train.py")
 
 
 @pytest.fixture
@@ -73,7 +61,7 @@ def stage_all(tmp_path_factory, tiny_dataset_dir, tiny_text_model_dir):
     """One `--stage all` run, shared by the tests that read its outputs. Returns (output_dir, results)."""
     output_dir = tmp_path_factory.mktemp("stage_all") / "run"
     torch.manual_seed(0)
-    results = load_script().main(tiny_argv(tiny_dataset_dir, tiny_text_model_dir) + ["--stage", "all", "--output_dir", str(output_dir)])
+    results = load_script("train.py").main(tiny_argv(tiny_dataset_dir, tiny_text_model_dir) + ["--stage", "all", "--output_dir", str(output_dir)])
     return output_dir, results
 
 
@@ -193,7 +181,7 @@ def pretrain_resumed(tmp_path_factory, tiny_dataset_dir, tiny_text_model_dir):
     """`--stage pretrain` for 6 steps (checkpoints every 3) straight, and interrupted after checkpoint-3
     then resumed with `--resume_from_checkpoint last`. 64 rows at batch 16: step 3 is mid-epoch and
     step 6 in the second epoch. Returns (straight dir, resumed dir, straight results, resumed results)."""
-    train = load_script()
+    train = load_script("train.py")
     root = tmp_path_factory.mktemp("pretrain_resume")
     argv = tiny_argv(tiny_dataset_dir, tiny_text_model_dir) + [
         "--stage", "pretrain", "--max_steps", "6", "--save_steps", "3", "--max_pretrain_samples", "64",
