@@ -27,6 +27,7 @@ from .model_card import FlipModelCardCallback, FlipModelCardData
 from .pipeline import CTRPredictionPipeline, register_pipeline
 from .processing_flip import FlipProcessor
 from .schema import FieldSpec, TabularSchema
+from .text_cache import cache_text_embeddings
 
 __version__ = "0.1.0"
 
@@ -59,4 +60,5 @@ __all__ = [
     "FlipPreTrainedModel",
     "FlipProcessor",
     "TabularSchema",
+    "cache_text_embeddings",
 ]

@@ -19,7 +19,9 @@ def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multi
     batch: dict[str, torch.Tensor] = {
         "feature_ids": torch.tensor([f["feature_ids"] for f in features], dtype=torch.long),
     }
-    if "input_ids" in features[0]:
+    if "text_embeds" in features[0]:  # precomputed vectors of a frozen PLM: the tokens are not needed
+        batch["text_embeds"] = torch.tensor([f["text_embeds"] for f in features], dtype=torch.float)
+    elif "input_ids" in features[0]:
         length = max(len(f["input_ids"]) for f in features)
         if pad_to_multiple_of:
             length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
@@ -35,7 +37,8 @@ def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multi
 class DataCollatorForFlipCTR:
     """Pads encoded rows for finetuning and inference; encodes raw rows on the fly if given them.
 
-    Set `text=False` for FLIP_ID ("id" mode): no tokenizer work at all.
+    Set `text=False` for FLIP_ID ("id" mode): no tokenizer work at all. Rows that carry
+    `text_embeds` (see `flip_hf.text_cache`) pass those vectors on instead of their tokens.
     """
 
     processor: FlipProcessor

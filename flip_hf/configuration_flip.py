@@ -9,6 +9,8 @@ from transformers.configuration_utils import SubConfigSpec
 
 CTR_MODES = ("id", "text", "joint")
 MASKING_MODES = ("field", "token")
+TEXT_POOLINGS = ("cls", "mean")
+PROJECTION_HEADS = ("linear", "mlp")
 
 
 class FlipConfig(PreTrainedConfig):
@@ -24,7 +26,13 @@ class FlipConfig(PreTrainedConfig):
         text_model_name_or_path (`str`): where the PLM came from (model cards cite it as base model).
         text_num_layers (`int`, *optional*): keep only the first k PLM layers (a cost knob).
         freeze_word_embeddings (`bool`): do not train the PLM's word embeddings (a cost knob).
+        text_pooling (`str`): how the token states become the text vector `h_text`: "cls" (the first
+            token, the reference) or "mean" (over real tokens). `from_text_pretrained` follows the
+            checkpoint's own pooling where it declares one (sentence-transformers' `1_Pooling`).
+        align_layer_norm (`bool`): LayerNorm on `h_id` where it meets the text in MLM, MTM and ICL, so
+            the two sides meet at comparable scale (ID embeddings start at std `embedding_init_std`).
         projection_size (`int`): ICL projection size (reference: 128).
+        projection_head (`str`): ICL projections, "linear" or "mlp" (Linear-ReLU-Linear, the reference's).
         temperature (`float`) / learnable_temperature (`bool`): ICL temperature (reference: 0.7, fixed).
         text_mask_ratio / id_mask_ratio (`float`): share of fields masked per sample (at least one).
         masking (`str`): "field" (FLIP) or "token" (the ablation).
@@ -34,6 +42,11 @@ class FlipConfig(PreTrainedConfig):
         mlm_head_dropout (`float`): dropout inside the MLM head.
         ctr_mode (`str`): "id" (FLIP_ID), "text" (FLIP_PLM) or "joint" (FLIP).
         fusion_init (`float`): initial alpha of the joint fusion (reference: 0).
+        freeze_text_encoder (`bool`): CTR modes do not train the PLM. Its text vectors can then be
+            computed once per row (`flip_hf.text_cache.cache_text_embeddings`) and passed as
+            `text_embeds`, so text and joint modes train on every row at the cost of the ID model.
+        text_head_hidden_size (`int`): 0 gives a linear text logit head; > 0 an MLP with one hidden
+            layer of this size (worth it on a frozen PLM, where a linear head is logistic regression).
         pad_token_id / mask_token_id (`int`): taken from the tokenizer, never hard-coded.
     """
 
@@ -48,7 +61,10 @@ class FlipConfig(PreTrainedConfig):
     text_model_name_or_path: str | None = None
     text_num_layers: int | None = None
     freeze_word_embeddings: bool = False
+    text_pooling: str = "cls"
+    align_layer_norm: bool = True
     projection_size: int = 128
+    projection_head: str = "linear"
     temperature: float = 0.7
     learnable_temperature: bool = False
     text_mask_ratio: float = 0.15
@@ -62,6 +78,8 @@ class FlipConfig(PreTrainedConfig):
     mlm_head_dropout: float = 0.1
     ctr_mode: str = "joint"
     fusion_init: float = 0.0
+    freeze_text_encoder: bool = False
+    text_head_hidden_size: int = 0
     initializer_range: float = 0.02
     embedding_init_std: float = 1e-4
     pad_token_id: int | None = None
@@ -74,8 +92,11 @@ class FlipConfig(PreTrainedConfig):
         self.backbone_options = dict(self.backbone_options or {})
         if self.ctr_mode not in CTR_MODES:
             raise ValueError(f"Unknown ctr_mode {self.ctr_mode!r}; valid modes: {', '.join(CTR_MODES)}.")
-        if self.masking not in MASKING_MODES:
-            raise ValueError(f"Unknown masking {self.masking!r}; valid choices: {', '.join(MASKING_MODES)}.")
+        for name, choices in (("masking", MASKING_MODES), ("text_pooling", TEXT_POOLINGS), ("projection_head", PROJECTION_HEADS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"Unknown {name} {getattr(self, name)!r}; valid choices: {', '.join(choices)}.")
+        if self.text_head_hidden_size < 0:
+            raise ValueError(f"text_head_hidden_size must be >= 0, got {self.text_head_hidden_size}.")
         for name in ("mlm_weight", "mtm_weight", "icl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -116,4 +137,4 @@ class FlipConfig(PreTrainedConfig):
         return self.ctr_mode != "text"
 
 
-__all__ = ["FlipConfig", "CTR_MODES"]
+__all__ = ["FlipConfig", "CTR_MODES", "TEXT_POOLINGS"]

@@ -7,6 +7,7 @@ multi-valued fields), d field embedding size, H PLM hidden size.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -34,8 +35,8 @@ NUM_RESERVED_IDS = 3
 # ---------------------------------------------------------------------------------------- outputs
 @dataclass
 class FlipModelOutput(ModelOutput):
-    """id_embedding: (B, backbone output) `h_id`; text_embedding: (B, H) first-token `h_text`;
-    text_hidden_states: (B, T, H) all token states `H`."""
+    """id_embedding: (B, backbone output) `h_id`; text_embedding: (B, H) `h_text`, the token states
+    pooled as `config.text_pooling` says; text_hidden_states: (B, T, H) all token states `H`."""
 
     id_embedding: torch.FloatTensor | None = None
     text_embedding: torch.FloatTensor | None = None
@@ -130,6 +131,26 @@ def _load_plm(name_or_path: str, text_config) -> PreTrainedModel:
         transformers_logging.set_verbosity(verbosity)
     logger.info("Loaded the PLM %s with %d layers.", name_or_path, text_config.num_hidden_layers)
     return plm
+
+
+def _declared_pooling(name_or_path: str) -> str | None:
+    """The pooling a sentence-transformers checkpoint was trained with (its `1_Pooling/config.json`), if any."""
+    from transformers.utils.hub import cached_file
+
+    try:
+        path = cached_file(str(name_or_path), "1_Pooling/config.json", _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except OSError:
+        return None
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        pooling = json.load(f)
+    if pooling.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if pooling.get("pooling_mode_cls_token"):
+        return "cls"
+    return None
 
 
 def _build_text_encoder(text_config) -> PreTrainedModel:
@@ -245,13 +266,19 @@ def _gather_with_local_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat([g[:n] for g, n in zip(gathered, sizes)]), sum(sizes[:rank])
 
 
+def _projection(input_size: int, output_size: int, kind: str) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(input_size, output_size)
+    return nn.Sequential(nn.Linear(input_size, input_size), nn.ReLU(), nn.Linear(input_size, output_size))
+
+
 class FlipContrastiveHead(nn.Module):
     """Instance-level contrastive learning: symmetric InfoNCE between projected `h_id` and `h_text`."""
 
     def __init__(self, config: FlipConfig, id_size: int):
         super().__init__()
-        self.id_projection = nn.Linear(id_size, config.projection_size)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_size)
+        self.id_projection = _projection(id_size, config.projection_size, config.projection_head)
+        self.text_projection = _projection(config.text_config.hidden_size, config.projection_size, config.projection_head)
         log_scale = torch.tensor(math.log(1.0 / config.temperature))
         if config.learnable_temperature:
             self.log_scale = nn.Parameter(log_scale)
@@ -334,7 +361,8 @@ class FlipPreTrainedModel(PreTrainedModel):
         """Start a FLIP model from any HF encoder (Hub id or local path) and a fitted FlipProcessor.
 
         The PLM weights are loaded (the first `text_num_layers` layers if set); the ID side and the
-        heads are new; an MLM decoder is tied to the word embeddings. Special token ids come from
+        heads are new; an MLM decoder is tied to the word embeddings. `text_pooling` defaults to the
+        pooling the checkpoint declares (sentence-transformers' `1_Pooling`), else "cls". Special token ids come from
         the processor's tokenizer. `FlipForCTR.from_text_pretrained(..., ctr_mode="text")` is the
         PLM-only baseline (no FLIP pretraining).
         """
@@ -348,6 +376,8 @@ class FlipPreTrainedModel(PreTrainedModel):
                 f"{text_config.vocab_size} embeddings; use the PLM's own tokenizer."
             )
         config_overrides.setdefault("text_model_name_or_path", str(plm_name_or_path))
+        if config_overrides.get("text_pooling") is None:
+            config_overrides["text_pooling"] = _declared_pooling(plm_name_or_path) or "cls"
         config = FlipConfig(
             fields=processor.field_infos(),
             text_config=text_config,
@@ -414,6 +444,14 @@ class FlipModel(FlipPreTrainedModel):
     def encode_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    def pool_text(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`h_text` from the token states. A sentence-embedding PLM trained with mean pooling leaves
+        its first token nearly constant across inputs, so its pooling must be the one it was trained with."""
+        if self.config.text_pooling == "cls":
+            return states[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
     def forward(self, feature_ids=None, input_ids=None, attention_mask=None, **kwargs) -> FlipModelOutput:
         id_embedding = self.encode_ids(feature_ids) if self.id_encoder is not None and feature_ids is not None else None
         states = None
@@ -421,7 +459,7 @@ class FlipModel(FlipPreTrainedModel):
             states = self.encode_text(input_ids, attention_mask)
         return FlipModelOutput(
             id_embedding=id_embedding,
-            text_embedding=states[:, 0] if states is not None else None,
+            text_embedding=self.pool_text(states, attention_mask) if states is not None else None,
             text_hidden_states=states,
         )
 
@@ -446,6 +484,9 @@ class FlipForPretraining(FlipPreTrainedModel):
         super().__init__(config)
         self.flip = FlipModel(config)
         id_size = self.flip.id_encoder.output_size
+        # h_id starts tiny (embedding_init_std 1e-4: per-coordinate variance 1e-8 or less) while token states have
+        # norms near 10: normalise it where the two meet, with an eps far below that variance
+        self.align_norm = nn.LayerNorm(id_size, eps=1e-20) if config.align_layer_norm else nn.Identity()
         self.mlm_head = FlipMLMHead(config, id_size) if config.mlm_weight > 0 else None
         self.mtm_head = FlipMTMHead(config, id_size) if config.mtm_weight > 0 else None
         self.icl_head = FlipContrastiveHead(config, id_size) if config.icl_weight > 0 else None
@@ -473,7 +514,7 @@ class FlipForPretraining(FlipPreTrainedModel):
         **kwargs,
     ) -> FlipForPretrainingOutput:
         flip = self.flip
-        clean_ids = flip.encode_ids(feature_ids) if (self.mlm_head or self.icl_head) else None
+        clean_ids = self.align_norm(flip.encode_ids(feature_ids)) if (self.mlm_head or self.icl_head) else None
         clean_text = flip.encode_text(input_ids, attention_mask) if (self.mtm_head or self.icl_head) else None
 
         mlm_loss = mtm_loss = icl_loss = None
@@ -486,15 +527,22 @@ class FlipForPretraining(FlipPreTrainedModel):
             mlm_loss = F.cross_entropy(logits, mlm_labels[rows, cols]) if len(rows) else logits.sum() * 0.0
         if self.mtm_head is not None:
             _require(masked_feature_ids=masked_feature_ids, mtm_labels=mtm_labels)
-            masked_ids = flip.encode_ids(masked_feature_ids)
+            masked_ids = self.align_norm(flip.encode_ids(masked_feature_ids))
             mtm_loss = self.mtm_head(masked_ids, clean_text, attention_mask, mtm_labels)
         if self.icl_head is not None:
-            icl_loss = self.icl_head(clean_ids, clean_text[:, 0])
+            icl_loss = self.icl_head(clean_ids, flip.pool_text(clean_text, attention_mask))
 
         config = self.config
         parts = [(config.mlm_weight, mlm_loss), (config.mtm_weight, mtm_loss), (config.icl_weight, icl_loss)]
         loss = sum(weight * part for weight, part in parts if part is not None)
         return FlipForPretrainingOutput(loss=loss, mlm_loss=mlm_loss, mtm_loss=mtm_loss, icl_loss=icl_loss)
+
+
+def _text_head(config: FlipConfig) -> nn.Module:
+    hidden, size = config.text_config.hidden_size, config.text_head_hidden_size
+    if size == 0:
+        return nn.Linear(hidden, 1)
+    return nn.Sequential(nn.Linear(hidden, size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(size, 1))
 
 
 def _require(**inputs) -> None:
@@ -510,21 +558,27 @@ class FlipForCTR(FlipPreTrainedModel):
     """Click prediction in three modes.
 
     * "id" (FLIP_ID): ID encoder + linear head; no PLM weights exist at all.
-    * "text" (FLIP_PLM): PLM + linear head on the first-token state.
+    * "text" (FLIP_PLM): PLM + logit head on the pooled text vector `h_text`.
     * "joint" (FLIP): p = sigmoid(alpha * z_id + (1 - alpha) * z_text + b), alpha learnable, trained with
       BCE(p) + BCE(sigmoid(z_id)) + BCE(sigmoid(z_text)).
 
     `FlipForCTR.from_pretrained(<pretraining checkpoint>, ctr_mode=...)` reuses the aligned encoders;
     the load report lists the new heads (pretraining heads are dropped without noise).
+
+    With `config.freeze_text_encoder` the PLM stays in eval mode and is never trained; `forward` then
+    also takes `text_embeds` (B, H), the pooled text vectors computed beforehand by `embed_text`
+    (see `flip_hf.text_cache`), and skips the PLM entirely.
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"^(mlm|mtm|icl)_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^(mlm|mtm|icl)_head\.", r"^align_norm\."]
 
     def __init__(self, config: FlipConfig):
         super().__init__(config)
         self.flip = FlipModel(config, with_ids=config.uses_ids, with_text=config.uses_text)
         self.id_head = nn.Linear(self.flip.id_encoder.output_size, 1) if config.uses_ids else None
-        self.text_head = nn.Linear(config.text_config.hidden_size, 1) if config.uses_text else None
+        self.text_head = _text_head(config) if config.uses_text else None
+        if config.uses_text and config.freeze_text_encoder:
+            self.flip.text_encoder.requires_grad_(False)
         # the encoder this mode leaves out is dropped on purpose when loading a pretraining checkpoint
         unused = {"id": r"^flip\.text_encoder\.", "text": r"^flip\.id_encoder\."}.get(config.ctr_mode)
         if unused:
@@ -534,6 +588,18 @@ class FlipForCTR(FlipPreTrainedModel):
             self.fusion_bias = nn.Parameter(torch.zeros(()))
         self.post_init()
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.uses_text and self.config.freeze_text_encoder:
+            self.flip.text_encoder.eval()  # a frozen PLM gives the same vectors as its cache: no dropout
+        return self
+
+    def embed_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled text vectors `h_text` (B, H); without gradients when the PLM is frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
+            states = self.flip.encode_text(input_ids, attention_mask)
+            return self.flip.pool_text(states, attention_mask)
+
     def forward(
         self,
         feature_ids: torch.LongTensor | None = None,
@@ -541,17 +607,27 @@ class FlipForCTR(FlipPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         token_field_ids: torch.LongTensor | None = None,
+        text_embeds: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> FlipForCTROutput:
         mode = self.config.ctr_mode
         if self.config.uses_ids and feature_ids is None:
             raise ValueError(f"ctr_mode={mode!r} needs feature_ids; encode the rows with FlipProcessor.")
-        if self.config.uses_text and input_ids is None:
-            raise ValueError(f"ctr_mode={mode!r} needs input_ids; encode the rows with FlipProcessor(text=True).")
-        encoded = self.flip(feature_ids=feature_ids, input_ids=input_ids, attention_mask=attention_mask)
-        id_logits = self.id_head(encoded.id_embedding).squeeze(-1) if self.id_head is not None else None
-        text_logits = self.text_head(encoded.text_embedding).squeeze(-1) if self.text_head is not None else None
+        if text_embeds is not None and not self.config.freeze_text_encoder:
+            raise ValueError(
+                "text_embeds (precomputed text vectors) bypass the PLM, so they need a frozen PLM: "
+                "load the model with freeze_text_encoder=True, or pass input_ids instead."
+            )
+        if self.config.uses_text and input_ids is None and text_embeds is None:
+            raise ValueError(f"ctr_mode={mode!r} needs input_ids (FlipProcessor(text=True)) or text_embeds.")
+        id_logits = text_logits = None
+        if self.id_head is not None:
+            id_logits = self.id_head(self.flip.encode_ids(feature_ids)).squeeze(-1)
+        if self.text_head is not None:
+            if text_embeds is None:
+                text_embeds = self.embed_text(input_ids, attention_mask)
+            text_logits = self.text_head(text_embeds).squeeze(-1)
         if mode == "id":
             logits = id_logits
         elif mode == "text":

@@ -27,6 +27,10 @@ class CTRPredictionPipeline(Pipeline):
     Inputs: a dict of raw field values (extra keys such as the label are ignored; values unseen
     in training map to the unknown id), a list of such dicts, a `datasets.Dataset` or a generator.
     Output per row: `{"probability": float}`. In "id" mode no text is rendered or tokenized.
+
+    A model with a frozen PLM (`freeze_text_encoder=True`) also takes the row's precomputed text
+    vector under the key "text_embeds" (from `FlipForCTR.embed_text`, or cached per item by the
+    caller): the row is then not tokenized and the PLM does not run.
     """
 
     # the FlipProcessor carries the tokenizer; nothing else is needed or loaded
@@ -64,9 +68,15 @@ class CTRPredictionPipeline(Pipeline):
                 f"The input row has no value for field(s) {missing}; this model needs {self._field_names}. "
                 "Pass None for a value that is unknown."
             )
-        encoded = self.processor({name: row[name] for name in self._field_names}, text=self._text, return_tensors="pt")
+        vector = row.get("text_embeds")
+        text = self._text and vector is None
+        encoded = self.processor({name: row[name] for name in self._field_names}, text=text, return_tensors="pt")
         # the model ignores token_field_ids, and the pipeline's padding would fill them with the wrong value
         encoded.pop("token_field_ids", None)
+        if vector is not None:
+            import torch
+
+            encoded["text_embeds"] = torch.as_tensor(vector, dtype=torch.float).reshape(1, -1)
         return encoded
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:

@@ -435,7 +435,7 @@ def test_mtm_full_softmax_matches_a_hand_computation(bert):
     batch = DataCollatorForFlipPretraining(bert.processor, seed=5)(bert.features(6))
     with torch.no_grad():
         loss = model(**batch).mtm_loss
-        masked = model.flip.encode_ids(batch["masked_feature_ids"])
+        masked = model.align_norm(model.flip.encode_ids(batch["masked_feature_ids"]))
         states = model.flip.encode_text(batch["input_ids"], batch["attention_mask"])
         expected, count = 0.0, 0
         fields = bert.processor.field_infos()
@@ -464,7 +464,7 @@ def test_mtm_attention_ignores_padding(setup):
     batch = setup.pretraining_batch(n=6)
     # the head alone: padded positions' states do not matter
     with torch.no_grad():
-        masked = model.flip.encode_ids(batch["masked_feature_ids"])
+        masked = model.align_norm(model.flip.encode_ids(batch["masked_feature_ids"]))
         states = model.flip.encode_text(batch["input_ids"], batch["attention_mask"])
         noisy = torch.where(batch["attention_mask"].unsqueeze(-1).bool(), states, 1e3 * torch.randn_like(states))
         clean_loss = model.mtm_head(masked, states, batch["attention_mask"], batch["mtm_labels"])
@@ -505,7 +505,7 @@ def test_icl_is_symmetric_infonce(bert):
     batch = bert.pretraining_batch()
     with torch.no_grad():
         out = model(**batch)
-        h_id = model.flip.encode_ids(batch["feature_ids"])
+        h_id = model.align_norm(model.flip.encode_ids(batch["feature_ids"]))
         h_text = model.flip.encode_text(batch["input_ids"], batch["attention_mask"])[:, 0]
         torch.testing.assert_close(out.icl_loss, head(h_id, h_text))
 

@@ -99,3 +99,21 @@ def test_id_mode_never_tokenizes(saved_models, monkeypatch):
     rows = as_rows(tiny_rows(5))
     assert len(pipe(rows, batch_size=2)) == 5
     assert "probability" in pipe(rows[0])
+
+
+def test_precomputed_text_vectors_skip_the_plm(tmp_path, make_tiny_flip, tiny_flip_processor, monkeypatch):
+    model = make_tiny_flip("joint", freeze_text_encoder=True)
+    model.save_pretrained(tmp_path)
+    tiny_flip_processor.save_pretrained(tmp_path)
+    pipe = pipeline("ctr-prediction", model=str(tmp_path), device="cpu")
+    rows = as_rows(tiny_rows(4))
+    expected = expected_probabilities(model, tiny_flip_processor, rows)
+    encoded = tiny_flip_processor({k: [r[k] for r in rows] for k in rows[0]}, return_tensors="pt")
+    with torch.no_grad():
+        vectors = model.embed_text(encoded["input_ids"], encoded["attention_mask"])
+    # served from the vectors: neither the tokenizer nor the PLM runs
+    monkeypatch.setattr(pipe.processor, "encode_text", lambda *a, **k: pytest.fail("tokenized a row with a vector"))
+    monkeypatch.setattr(type(pipe.model), "embed_text", lambda *a, **k: pytest.fail("ran the PLM"))
+    with_vectors = [{**row, "text_embeds": vector.tolist()} for row, vector in zip(rows, vectors)]
+    got = [out["probability"] for out in pipe(with_vectors, batch_size=2)]
+    assert got == pytest.approx(expected, abs=1e-5)
