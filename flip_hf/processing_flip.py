@@ -36,6 +36,8 @@ NUM_RESERVED_IDS = 3
 NO_FIELD = -1
 
 PROMPT_STYLES = ("natural", "compact")
+# The one vocabulary entry of a free-text field: its ID says whether a text is there, nothing more.
+TEXT_PRESENT = "<text>"
 UNKNOWN_TEXT = "unknown"
 
 
@@ -226,6 +228,10 @@ class FlipProcessor(ProcessorMixin):
                 max_values.append(1)
                 continue
             boundaries.append(None)
+            if spec.kind == "text":  # one id per distinct text would be a vocabulary of single rows
+                vocabularies.append([TEXT_PRESENT])
+                max_values.append(1)
+                continue
             if spec.is_multi_valued:
                 for values in column:
                     _check_multi_value(spec.name, values)
@@ -261,6 +267,9 @@ class FlipProcessor(ProcessorMixin):
             elif spec.is_multi_valued:
                 for row, values in zip(rows, column):
                     row.extend(self._multi_ids(field_index, values))
+            elif spec.kind == "text":
+                for row, value in zip(rows, column):
+                    row.append(UNKNOWN_ID if _is_null(value) else NUM_RESERVED_IDS)
             else:
                 lookup = self._lookups[field_index]
                 for row, value in zip(rows, column):

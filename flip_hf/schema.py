@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FIELD_KINDS = ("categorical", "multi_categorical", "numeric")
+FIELD_KINDS = ("categorical", "multi_categorical", "numeric", "text")
 
 
 @dataclass
@@ -18,9 +18,11 @@ class FieldSpec:
 
     Args:
         name: the column name in the data.
-        kind: "categorical" (one value), "multi_categorical" (a list of values, e.g. genres) or
+        kind: "categorical" (one value), "multi_categorical" (a list of values, e.g. genres),
             "numeric" (bucketized into `num_buckets` quantile bins for the ID side, printed as is in
-            the text).
+            the text) or "text" (free text such as a review or a description: written into the prompt
+            whole, cut inside its own span when the prompt is too long; the ID side gets only whether
+            the text is present, since one id per distinct text would be a vocabulary of one row each).
         prompt_name: the words used for the field in the prompt ("zip code"); defaults to the name
             with underscores turned into spaces.
         num_buckets: number of quantile bins for a numeric field.
