@@ -43,10 +43,13 @@ VARIANTS = {"id": "FLIP_ID", "text": "FLIP_PLM", "joint": "FLIP"}
 VARIANT_DESCRIPTIONS = {
     "id": "the ID-based CTR model alone with a logit head. It serves at the cost of a plain CTR model "
     "(no language model is loaded) and carries the language model's knowledge through FLIP pretraining.",
-    "text": "the pretrained language model alone with a logit head on the first-token state of the prompt.",
+    "text": "the pretrained language model alone with a logit head on the pooled text vector of the prompt.",
     "joint": "both encoders, fused as `sigmoid(alpha * z_id + (1 - alpha) * z_text + b)` with a learnable "
     "`alpha`, trained with the fused loss plus one loss per modality.",
 }
+# Results a run may record beside its FLIP variants: the same networks trained without FLIP pretraining.
+BASELINES = {"baseline_id": "ID-only (no pretraining)", "baseline_text": "PLM-only (no pretraining)"}
+RESULT_NAMES = {**VARIANTS, **BASELINES}
 # metric name in flip_hf's metric module -> (Hub metric type, display name)
 METRICS = {"auc": ("roc_auc", "AUC"), "logloss": ("log_loss", "LogLoss"), "gauc": ("gauc", "gAUC")}
 # Trainer's metric_key_prefix "eval" is the validation split; any other prefix names its split.
@@ -309,7 +312,7 @@ class FlipModelCardData(CardData):
         ]
 
     def _sorted_results(self) -> list[dict[str, Any]]:
-        modes = list(VARIANTS)
+        modes = list(RESULT_NAMES)
         rank = {split: i for i, split in enumerate(SPLIT_ORDER)}
         return sorted(
             self.results,
@@ -333,7 +336,7 @@ class FlipModelCardData(CardData):
 
     def template_variables(self) -> dict[str, Any]:
         """What the Markdown body needs beyond the metadata."""
-        modes = sorted({e["ctr_mode"] for e in self.results}, key=list(VARIANTS).index)
+        modes = [m for m in RESULT_NAMES if m in {e["ctr_mode"] for e in self.results}]
         return {
             "title": self.display_name(),
             "variant": self.variant,
@@ -350,7 +353,7 @@ class FlipModelCardData(CardData):
             "prompt_example": self.prompt_example,
             "results_table": [
                 {
-                    "variant": VARIANTS.get(entry["ctr_mode"], entry["ctr_mode"]),
+                    "variant": RESULT_NAMES.get(entry["ctr_mode"], entry["ctr_mode"]),
                     "ctr_mode": entry["ctr_mode"],
                     "split": entry["split"],
                     "this_model": entry["ctr_mode"] == self.ctr_mode,
@@ -358,7 +361,7 @@ class FlipModelCardData(CardData):
                 }
                 for entry in self._sorted_results()
             ],
-            "other_modes": [VARIANTS[m] for m in modes if m != self.ctr_mode],
+            "other_modes": [RESULT_NAMES[m] for m in modes if m != self.ctr_mode],
             "hyperparameters": {
                 "training": self.training_hyperparameters,
                 "model": self.model_hyperparameters,

@@ -36,10 +36,9 @@ SPEED_PRESETS = {
 }
 
 QUALITY_PRESETS = {
-    # scripts/configs/cpu-small.yaml with fewer rows (6,000 pretraining, 4,000 text finetuning, one epoch,
-    # the first 5,000 validation and test rows) so 3 seeds of every variant fit in about 2 hours
-    "cpu-small": dict(config="cpu-small", overrides=dict(max_pretrain_samples=6000, max_finetune_samples=4000,
-                                                         max_eval_samples=5000, finetune_epochs=1),
+    # scripts/configs/cpu-small.yaml with fewer rows (6,000 pretraining rows, the first 5,000 validation and
+    # test rows; every training row for finetuning on the frozen PLM's cached vectors)
+    "cpu-small": dict(config="cpu-small", overrides=dict(max_pretrain_samples=6000, max_eval_samples=5000),
                       backbones=("dcnv2",), id_baselines=("dcnv2", "deepfm", "autoint")),
     # the paper's settings, for a GPU machine
     "full": dict(config="full", overrides={}, backbones=("dcnv2", "deepfm", "autoint"),
@@ -280,7 +279,8 @@ def quality_variants(preset: dict) -> list[tuple[str, dict]]:
 
     FLIP first, so that a run cut short still has the main result.
     """
-    variants = [(f"FLIP {backbone}", dict(stage="all", backbone=backbone)) for backbone in preset["backbones"]]
+    # the ID-only and PLM-only baselines are variants of their own (several backbones), not part of FLIP's run
+    variants = [(f"FLIP {backbone}", dict(stage="all", backbone=backbone, baselines="")) for backbone in preset["backbones"]]
     variants += [(f"ID-only {b}", dict(stage="finetune", ctr_mode="id", backbone=b)) for b in preset["id_baselines"]]
     variants.append(("PLM-only", dict(stage="finetune", ctr_mode="text")))
     if not preset.get("ablations", True):
@@ -289,14 +289,15 @@ def quality_variants(preset: dict) -> list[tuple[str, dict]]:
                  "token-level masking": dict(masking="token")}
     for name, overrides in ablations.items():
         variants.append((f"FLIP {preset['backbones'][0]} {name}",
-                         dict(stage="all", all_modes="joint", backbone=preset["backbones"][0], **overrides)))
+                         dict(stage="all", all_modes="joint", backbone=preset["backbones"][0], baselines="", **overrides)))
     return variants
 
 
-def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: dict, resume: bool, report) -> dict:
+def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: dict, resume: bool, report,
+                ablations: bool = True) -> dict:
     """Every variant for every seed through scripts/train.py; `report(results)` after each run."""
     train_script = _load_train_script()
-    preset = QUALITY_PRESETS[preset_name]
+    preset = {**QUALITY_PRESETS[preset_name], **({} if ablations else {"ablations": False})}
     results: dict = {"preset": preset_name, "seeds": seeds, "variants": {}}
     for name, overrides in quality_variants(preset):
         for seed in range(seeds):
@@ -308,7 +309,7 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
             for stage, stage_record in record["stages"].items():
                 if "test" not in stage_record:
                     continue
-                label = name if overrides["stage"] == "finetune" else f"{name} / {train_script.MODE_NAMES[train_script.MODE_OF_DIR[stage]]}"
+                label = name if overrides["stage"] == "finetune" else f"{name} / {train_script.RESULT_OF_DIR[stage][1]}"
                 results["variants"].setdefault(label, []).append(
                     {"seed": seed, "validation": stage_record["validation"], "test": stage_record["test"]}
                 )
@@ -478,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text_model", default="sentence-transformers/all-MiniLM-L6-v2", help="PLM: Hub id or path.")
     parser.add_argument("--data_dir", default=None, help="folder with MovieLens-100K's official files (else the cache or a download).")
     parser.add_argument("--dataloader_num_workers", type=int, default=0, help="quality: data loader workers per run.")
+    parser.add_argument("--skip_ablations", action="store_true", help="quality: FLIP and the baselines only.")
     args = parser.parse_args(argv)
     command = "python scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import logging
@@ -497,7 +499,8 @@ def main(argv: list[str] | None = None) -> None:
         train_options = dict(text_model=args.text_model, data_dir=args.data_dir, bf16="true" if args.bf16 else None,
                              dataloader_num_workers=args.dataloader_num_workers or None)
         report = run_quality(args.preset, args.seeds, Path(args.output_dir) / args.preset, train_options, args.resume,
-                             report=lambda partial: write_report(args.task, args.preset, partial, quality_table(partial), command))
+                             report=lambda partial: write_report(args.task, args.preset, partial, quality_table(partial), command),
+                             ablations=not args.skip_ablations)
         table = quality_table(report)
     print(table)
     print(f"\nReport: {write_report(args.task, args.preset, report, table, command)}")

@@ -29,6 +29,14 @@ STAGES = ("pretrain", "finetune", "all")
 MODE_DIRS = {"id": "flip_id", "text": "flip_plm", "joint": "flip"}
 MODE_NAMES = {"id": "FLIP_ID", "text": "FLIP_PLM", "joint": "FLIP"}
 MODE_OF_DIR = {directory: mode for mode, directory in MODE_DIRS.items()}
+# --stage all also trains these networks without FLIP pretraining, next to the FLIP models.
+BASELINE_DIRS = {"id": "baseline_id", "text": "baseline_plm"}
+BASELINE_NAMES = {"id": "ID-only", "text": "PLM-only"}
+# every finetuned model folder -> (its key in model cards' results, its name in the results table)
+RESULT_OF_DIR = {
+    **{directory: (f"baseline_{mode}", BASELINE_NAMES[mode]) for mode, directory in BASELINE_DIRS.items()},
+    **{directory: (mode, MODE_NAMES[mode]) for mode, directory in MODE_DIRS.items()},
+}
 SPLIT_DESCRIPTIONS = {
     "time": "time-ordered 8:1:1: the oldest 80% of interactions train, the next 10% validate, the newest 10% test",
     "user_time": "per user, the newest 10% of interactions test and the 10% before validate",
@@ -74,7 +82,12 @@ class ModelArguments:
     id_mask_ratio: float = 0.15
     temperature: float = 0.7
     learnable_temperature: bool = False
+    text_pooling: str | None = field(default=None, metadata={"help": "cls or mean; default: the PLM's declared pooling, else cls."})
+    align_layer_norm: bool = field(default=True, metadata={"help": "LayerNorm on h_id where it meets the text in pretraining."})
+    projection_head: str = field(default="linear", metadata={"help": "ICL projections: linear or mlp (the reference's)."})
     fusion_init: float = 0.0
+    freeze_text_encoder: bool = field(default=False, metadata={"help": "Finetune text/joint modes on a frozen PLM whose vectors are cached per row."})
+    text_head_hidden_size: int = field(default=0, metadata={"help": "0: linear text logit head; > 0: an MLP of this width."})
     pretrained_model: str | None = field(default=None, metadata={"help": "FLIP pretraining checkpoint for --stage finetune."})
 
 
@@ -83,6 +96,7 @@ class RunArguments:
     stage: str = field(default="all", metadata={"help": "pretrain, finetune or all."})
     ctr_mode: str = field(default="joint", metadata={"help": "Mode of --stage finetune: id, text or joint."})
     all_modes: str = field(default="id,text,joint", metadata={"help": "Modes that --stage all finetunes."})
+    baselines: str = field(default="id", metadata={"help": "Modes that --stage all also trains without pretraining (id, text; '' for none)."})
     preset: str | None = field(default=None, metadata={"help": "A YAML file in scripts/configs: quickstart, cpu-small, full."})
     config: str | None = field(default=None, metadata={"help": "A YAML file of arguments."})
     output_dir: str = "runs/flip"
@@ -147,7 +161,7 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ModelArguments, Run
         data_args, model_args, run_args = parser.parse_args_into_dataclasses(args=defaults + argv)
     if run_args.stage not in STAGES:
         raise SystemExit(f"Unknown stage {run_args.stage!r}; valid stages: {', '.join(STAGES)}.")
-    for mode in [run_args.ctr_mode, *run_args.all_modes.split(",")]:
+    for mode in [run_args.ctr_mode, *run_args.all_modes.split(","), *filter(None, run_args.baselines.split(","))]:
         if mode not in MODE_DIRS:
             raise SystemExit(f"Unknown ctr_mode {mode!r}; valid modes: {', '.join(MODE_DIRS)}.")
     return data_args, model_args, run_args
@@ -298,16 +312,17 @@ class FlipRun:
         self.save(trainer, stage_dir)
         return stage_dir
 
-    def finetune(self, mode: str, pretrained: Path | None) -> dict:
+    def finetune(self, mode: str, pretrained: Path | None, stage: str | None = None) -> dict:
+        """Finetune one mode into `output_dir/stage` (default: the mode's FLIP folder)."""
         from transformers import EarlyStoppingCallback, set_seed
 
         from flip_hf import DataCollatorForFlipCTR
         from flip_hf.trainer import FlipTrainer
 
-        stage = MODE_DIRS[mode]
+        stage = stage or MODE_DIRS[mode]
         stage_dir = self.output_dir / stage
         if stage in self.results["stages"] and (stage_dir / "config.json").exists():
-            logger.info("%s already finished in %s; skipping.", MODE_NAMES[mode], stage_dir)
+            logger.info("%s already finished in %s; skipping.", RESULT_OF_DIR[stage][1], stage_dir)
             return self.results["stages"][stage]
         from flip_hf import FlipModelCardData
 
@@ -320,15 +335,19 @@ class FlipRun:
         model.model_card_data.set_processor(self.processor, self.raw["train"][0])  # a real row as the example
         self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
         run, with_text = self.run_args, mode != "id"
+        # a frozen PLM's vectors are computed once per row: the mode then costs about what the ID model does
+        cached_text = with_text and model.config.freeze_text_encoder
         limit = self.data_args.max_finetune_samples if with_text or self.data_args.subset_id_finetuning else None
         train = self.encoded("train", with_text, limit, shuffle=True)
         validation = self.encoded("validation", with_text, self.data_args.max_eval_samples)
         test = self.encoded("test", with_text, self.data_args.max_eval_samples)
-        batch_size = run.text_batch_size if with_text else run.id_batch_size
+        if cached_text:
+            train, validation, test = (self.with_text_vectors(model, dataset) for dataset in (train, validation, test))
+        batch_size = run.text_batch_size if with_text and not cached_text else run.id_batch_size
         steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
         eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
         args = self.training_arguments(
-            stage_dir, with_text,
+            stage_dir, with_text and not cached_text,
             num_train_epochs=run.finetune_epochs,
             learning_rate=run.finetune_learning_rate,
             per_device_train_batch_size=batch_size,
@@ -349,11 +368,38 @@ class FlipRun:
         started = time.perf_counter()
         record["validation"] = _strip(trainer.evaluate(validation, metric_key_prefix="eval"), "eval")
         record["test"] = _strip(trainer.evaluate(test, metric_key_prefix="test"), "test")
+        record["test_slices"] = self.cold_and_warm_metrics(trainer, test)
         record["eval_samples_per_second"] = round(len(test) / max(record["test"].get("runtime", 0.0), 1e-9), 1)
         record["eval_seconds"] = round(time.perf_counter() - started, 1)
         self.results["stages"][stage] = record
         self.save(trainer, stage_dir)
         return record
+
+    def cold_and_warm_metrics(self, trainer, dataset) -> dict:
+        """Test AUC / LogLoss on rows whose user never appears in training (cold) and on the others (warm)."""
+        import numpy as np
+
+        from flip_hf.metrics import compute_ctr_metrics
+
+        column = self.schema.group_column
+        if not column or column not in dataset.column_names:
+            return {}
+        seen = set(self.raw["train"][column])
+        cold = np.array([value not in seen for value in dataset[column]])
+        prediction = trainer.predict(dataset, metric_key_prefix="slice")
+        logits, labels = np.asarray(prediction.predictions).reshape(-1), np.asarray(prediction.label_ids).reshape(-1)
+        slices = {"cold_share": round(float(cold.mean()), 4)}
+        for name, rows in (("cold", cold), ("warm", ~cold)):
+            if len(set(labels[rows].tolist())) == 2:  # AUC needs both classes
+                slices[name] = compute_ctr_metrics(logits[rows], labels[rows].astype(np.int64), from_logits=True)
+        return slices
+
+    def with_text_vectors(self, model, dataset):
+        """The split plus its rows' frozen-PLM vectors, computed once (by the main process) and cached."""
+        from flip_hf.text_cache import cache_text_embeddings
+
+        with self.state.main_process_first():
+            return cache_text_embeddings(dataset, model, batch_size=self.run_args.eval_batch_size)
 
     def ctr_model(self, mode: str, pretrained: Path | None):
         from flip_hf import FlipConfig, FlipForCTR
@@ -370,7 +416,10 @@ class FlipRun:
                 f"  checkpoint: {found}\n  data:       {expected}\n"
                 "Finetune on the data it was pretrained on (same dataset, split and min_frequency), or pretrain anew."
             )
-        return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=self.model_args.fusion_init)
+        model_args = self.model_args
+        return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=model_args.fusion_init,
+                                          freeze_text_encoder=model_args.freeze_text_encoder,
+                                          text_head_hidden_size=model_args.text_head_hidden_size)
 
     def flip_config(self) -> dict:
         options = {k: v for k, v in asdict(self.model_args).items() if k not in NOT_CONFIG_ARGUMENTS}
@@ -400,9 +449,9 @@ class FlipRun:
 
     def add_run_results(self, card_data) -> None:
         for directory, record in self.results["stages"].items():
-            if directory in MODE_OF_DIR and "test" in record:
+            if directory in RESULT_OF_DIR and "test" in record:
                 for split in ("validation", "test"):
-                    card_data.add_results(MODE_OF_DIR[directory], split, record[split])
+                    card_data.add_results(RESULT_OF_DIR[directory][0], split, record[split])
 
     def share_results(self) -> None:
         """Each finetuned model's card also reports the other modes trained in this run."""
@@ -410,7 +459,7 @@ class FlipRun:
 
         if not self.state.is_main_process:
             return
-        for directory in MODE_OF_DIR:
+        for directory in RESULT_OF_DIR:
             card_data = FlipModelCardData.load(self.output_dir / directory)
             if card_data is None:
                 continue
@@ -430,8 +479,10 @@ class FlipRun:
             pretrained = Path(self.model_args.pretrained_model) if self.model_args.pretrained_model else None
             self.finetune(run.ctr_mode, pretrained)
         else:
+            for mode in filter(None, run.baselines.split(",")):
+                self.finetune(mode, None, stage=BASELINE_DIRS[mode])
             pretrained = self.pretrain()
-            for mode in self.run_args.all_modes.split(","):
+            for mode in run.all_modes.split(","):
                 self.finetune(mode, pretrained)
             self.share_results()
         self.results["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -451,17 +502,18 @@ def _strip(metrics: dict, prefix: str) -> dict:
 def results_table(results: dict) -> str:
     """A markdown table of validation and test AUC / LogLoss per finetuned model."""
     lines = [
-        "| model | val AUC | val LogLoss | test AUC | test LogLoss | test gAUC | train s | train samples/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | val AUC | val LogLoss | test AUC | test LogLoss | test gAUC | test AUC, cold users | train s | train samples/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, stage in MODE_DIRS.items():
+    for stage, (_, name) in RESULT_OF_DIR.items():
         record = results["stages"].get(stage)
         if not record:
             continue
         val, test = record["validation"], record["test"]
         lines.append(
-            f"| {MODE_NAMES[mode]} | {val['auc']:.4f} | {val['logloss']:.4f} | {test['auc']:.4f} | "
-            f"{test['logloss']:.4f} | {test.get('gauc', float('nan')):.4f} | {record['train_seconds']} | "
+            f"| {name} | {val['auc']:.4f} | {val['logloss']:.4f} | {test['auc']:.4f} | "
+            f"{test['logloss']:.4f} | {test.get('gauc', float('nan')):.4f} | "
+            f"{record.get('test_slices', {}).get('cold', {}).get('auc', float('nan')):.4f} | {record['train_seconds']} | "
             f"{record['train_samples_per_second']} |"
         )
     if "pretrain" in results["stages"]:

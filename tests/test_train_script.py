@@ -21,7 +21,7 @@ from tiny import tiny_argv
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train.py"
 CONFIGS = REPO / "scripts" / "configs"
-MODEL_DIRS = ("pretrain", "flip_id", "flip_plm", "flip")
+MODEL_DIRS = ("baseline_id", "pretrain", "flip_id", "flip_plm", "flip")
 TEXT_PREFIX = "flip.text_encoder."
 
 
@@ -227,6 +227,63 @@ def test_resumed_finetuning_matches_an_uninterrupted_one(train, base_argv, stage
     for split in ("validation", "test"):
         for metric in ("auc", "logloss", "gauc"):
             assert resumed["stages"]["flip"][split][metric] == straight["stages"]["flip"][split][metric]
+
+
+def test_stage_all_trains_the_id_baseline_without_pretraining(stage_all):
+    output_dir, results = stage_all
+    config = json.loads((output_dir / "baseline_id" / "config.json").read_text())
+    assert config["ctr_mode"] == "id"
+    # the baseline starts from scratch: FLIP_ID's weights differ from it, although the seed is the same
+    baseline, flip_id = weights(output_dir / "baseline_id"), weights(output_dir / "flip_id")
+    table_key = "flip.id_encoder.embeddings.embedding.weight"
+    assert not torch.allclose(baseline[table_key], flip_id[table_key])
+    # and every card of the run lists it next to the FLIP models
+    assert "ID-only (no pretraining)" in (output_dir / "flip" / "README.md").read_text()
+
+
+def test_test_metrics_are_sliced_into_cold_and_warm_users(train, tiny_text_model_dir, tmp_path):
+    from datasets import Dataset, DatasetDict
+    from tiny import tiny_rows, tiny_schema
+
+    from flip_hf.data import save_dataset
+    from flip_hf.metrics import compute_ctr_metrics
+
+    test = tiny_rows(48, seed=2)
+    test["user_id"] = [f"new{u}" if i % 2 else u for i, u in enumerate(test["user_id"])]  # every other row: an unseen user
+    splits = DatasetDict({"train": Dataset.from_dict(tiny_rows(96, seed=0)), "validation": Dataset.from_dict(tiny_rows(32, seed=1)),
+                          "test": Dataset.from_dict(test)})
+    save_dataset(splits, tiny_schema(), tmp_path / "data")
+    argv = tiny_argv(tmp_path / "data", tiny_text_model_dir) + ["--stage", "finetune", "--ctr_mode", "id", "--output_dir", str(tmp_path / "out")]
+    slices = train.main(argv)["stages"]["flip_id"]["test_slices"]
+    assert slices["cold_share"] == 0.5
+
+    from flip_hf import FlipForCTR, FlipProcessor
+
+    model, processor = FlipForCTR.from_pretrained(tmp_path / "out" / "flip_id"), FlipProcessor.from_pretrained(tmp_path / "out" / "flip_id")
+    with torch.no_grad():
+        logits = model(**processor(test, text=False, return_tensors="pt")).logits.numpy()
+    for name, rows in (("cold", slice(1, None, 2)), ("warm", slice(0, None, 2))):
+        expected = compute_ctr_metrics(logits[rows], test["label"][rows], from_logits=True)
+        assert slices[name]["auc"] == pytest.approx(expected["auc"]) and slices[name]["logloss"] == pytest.approx(expected["logloss"])
+
+
+def test_frozen_plm_finetunes_on_cached_text_vectors(train, stage_all, base_argv, tmp_path):
+    pretrain_dir = stage_all[0] / "pretrain"
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "joint", "--pretrained_model", str(pretrain_dir),
+                        "--freeze_text_encoder", "true", "--text_head_hidden_size", "8", "--max_steps", "2",
+                        "--text_batch_size", "8"]
+    results = train.main(argv + ["--output_dir", str(tmp_path / "out")])
+    record = results["stages"]["flip"]
+    assert record["global_step"] == 2 and {"auc", "logloss"} <= set(record["test"])
+    # the PLM is exactly the pretrained one: frozen, never trained
+    pretrained, finetuned = weights(pretrain_dir), weights(tmp_path / "out" / "flip")
+    plm = [k for k in finetuned if k.startswith(TEXT_PREFIX)]
+    assert plm and all(torch.equal(finetuned[k], pretrained[k]) for k in plm)
+    config = json.loads((tmp_path / "out" / "flip" / "config.json").read_text())
+    assert config["freeze_text_encoder"] and config["text_head_hidden_size"] == 8
+    # FLIP finetunes at the ID model's batch size, not the PLM's
+    state = json.loads((tmp_path / "out" / "flip" / "trainer_state.json").read_text())
+    assert state["train_batch_size"] == 16  # --id_batch_size of the tiny runs
 
 
 def test_seed_alone_fixes_the_initial_weights(train, base_argv, tmp_path):
