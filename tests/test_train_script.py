@@ -5,6 +5,7 @@ the results dict), except where a real process is the point (--help, torchrun)."
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -524,3 +525,16 @@ def test_accelerate_launch_two_processes(tmp_path, tiny_dataset_dir, tiny_text_m
     assert {"auc", "logloss"} <= set(results["stages"]["flip"]["test"])
     assert "2 processes" in (tmp_path / "out" / "flip" / "README.md").read_text()
     assert done.stdout.count("| FLIP |") == 1
+
+
+def test_inspect_alignment_rebuilds_the_initial_weights_and_reports_the_moves(stage_all, tmp_path):
+    output_dir, _ = stage_all
+    report = load_script("inspect_alignment.py").main([str(output_dir), "--json", str(tmp_path / "report.json")])
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert set(report["losses"]) == {"mlm_loss", "mtm_loss", "icl_loss"}
+    assert report["icl_chance"] == pytest.approx(math.log(16))  # the tiny runs' pretraining batch
+    backbone, table = report["weights"]["backbone"], report["weights"]["ID table"]
+    # 4 pretraining steps at lr 1e-4 barely move the backbone: only a correctly rebuilt initialisation shows that
+    # (another seed's weights would differ by about their own norm)
+    assert 0 < backbone["pretraining_move"] < 0.05
+    assert table["pretraining_move"] > 0 and table["flip_id_move"] > 0 and "flip_keeps_direction" in table
