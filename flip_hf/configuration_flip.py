@@ -90,6 +90,28 @@ class FlipConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.fields = [dict(f) for f in (self.fields or [])]
         self.backbone_options = dict(self.backbone_options or {})
+        self.check_options()
+        for spec in self.fields:
+            spec.setdefault("kind", "categorical")
+            spec.setdefault("num_slots", 1)
+        if self.text_config is not None and self.text_num_layers is not None:
+            if not 1 <= self.text_num_layers <= self.text_config.num_hidden_layers:
+                raise ValueError(
+                    f"text_num_layers={self.text_num_layers} must be between 1 and the PLM's "
+                    f"{self.text_config.num_hidden_layers} layers."
+                )
+            self.text_config.num_hidden_layers = self.text_num_layers
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """As `PreTrainedConfig.from_dict`, which sets keyword overrides after construction: check them too,
+        so that `from_pretrained(path, ctr_mode=...)` and every other load path validate like `FlipConfig(...)`."""
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).check_options()
+        return loaded
+
+    def check_options(self) -> None:
+        """Raise a ValueError naming the option, its value and the valid choices."""
         if self.ctr_mode not in CTR_MODES:
             raise ValueError(f"Unknown ctr_mode {self.ctr_mode!r}; valid modes: {', '.join(CTR_MODES)}.")
         for name, choices in (("masking", MASKING_MODES), ("text_pooling", TEXT_POOLINGS), ("projection_head", PROJECTION_HEADS)):
@@ -113,15 +135,6 @@ class FlipConfig(PreTrainedConfig):
                 raise ValueError(
                     f"Field entry {spec} lacks {sorted(missing)}; build fields with FlipProcessor.field_infos()."
                 )
-            spec.setdefault("kind", "categorical")
-            spec.setdefault("num_slots", 1)
-        if self.text_config is not None and self.text_num_layers is not None:
-            if not 1 <= self.text_num_layers <= self.text_config.num_hidden_layers:
-                raise ValueError(
-                    f"text_num_layers={self.text_num_layers} must be between 1 and the PLM's "
-                    f"{self.text_config.num_hidden_layers} layers."
-                )
-            self.text_config.num_hidden_layers = self.text_num_layers
 
     @property
     def field_names(self) -> list[str]:

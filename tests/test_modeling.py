@@ -358,6 +358,24 @@ def test_config_errors_list_valid_choices(bert):
         FlipConfig(fields=[{"name": "a"}])
 
 
+@pytest.mark.parametrize("override, message", [
+    ({"ctr_mode": "bogus"}, r"ctr_mode 'bogus'.*id, text, joint"),
+    ({"masking": "bogus"}, r"masking 'bogus'.*field, token"),
+    ({"temperature": -1}, "temperature must be > 0"),
+    ({"text_pooling": "max"}, r"text_pooling 'max'.*cls, mean"),
+])
+def test_every_load_path_validates_the_config(bert, tmp_path, override, message):
+    """from_pretrained sets keyword overrides after building the config: they are checked all the same,
+    so no invalid (and then unloadable) checkpoint can be written."""
+    model = FlipForCTR(bert.config(ctr_mode="joint"))
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        FlipConfig.from_pretrained(tmp_path, **override)
+    with pytest.raises(ValueError, match=message):
+        FlipForCTR.from_pretrained(tmp_path, **override)
+    assert FlipForCTR.from_pretrained(tmp_path, ctr_mode="id").config.ctr_mode == "id"  # valid overrides still apply
+
+
 def save_tiny_plm(setup, directory, num_layers=3):
     from transformers import BertModel, RobertaModel
 
