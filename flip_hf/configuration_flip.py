@@ -7,6 +7,14 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# Reserved ids at the start of every field's vocabulary (FlipProcessor assigns them, the models read them).
+PAD_ID = 0
+UNKNOWN_ID = 1
+MASK_ID = 2
+NUM_RESERVED_IDS = 3
+# Label value that MLM and MTM skip (torch's cross-entropy default).
+IGNORE_INDEX = -100
+
 CTR_MODES = ("id", "text", "joint")
 MASKING_MODES = ("field", "token")
 TEXT_POOLINGS = ("cls", "mean")

@@ -22,14 +22,11 @@ from transformers.utils import ModelOutput
 from transformers.utils import logging as transformers_logging
 
 from .backbones import Backbone, build_backbone
-from .configuration_flip import FlipConfig
+from .configuration_flip import IGNORE_INDEX, NUM_RESERVED_IDS, PAD_ID, FlipConfig
 from .remote_code import save_remote_code
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
-PAD_ID = 0
-NUM_RESERVED_IDS = 3
 
 
 # ---------------------------------------------------------------------------------------- outputs

@@ -25,14 +25,11 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_flip import MASK_ID, NUM_RESERVED_IDS, PAD_ID, UNKNOWN_ID
 from .schema import FieldSpec, TabularSchema
 
 logger = logging.getLogger(__name__)
 
-PAD_ID = 0
-UNKNOWN_ID = 1
-MASK_ID = 2
-NUM_RESERVED_IDS = 3
 NO_FIELD = -1
 
 PROMPT_STYLES = ("natural", "compact")
