@@ -28,7 +28,6 @@ from .remote_code import save_remote_code
 logger = logging.getLogger(__name__)
 
 
-
 # ---------------------------------------------------------------------------------------- outputs
 @dataclass
 class FlipModelOutput(ModelOutput):
