@@ -94,6 +94,13 @@ class DataCollatorForFlipPretraining(DataCollatorForFlipCTR):
         self._field_of_slot = torch.repeat_interleave(torch.arange(len(slots)), torch.tensor(slots))
         self._first_slot = torch.tensor([0] + slots[:-1]).cumsum(0)
 
+    @classmethod
+    def from_config(cls, processor: FlipProcessor, config, **kwargs) -> "DataCollatorForFlipPretraining":
+        """The masking a `FlipConfig` declares (`masking`, `text_mask_ratio`, `id_mask_ratio`): the config is
+        the one source of these settings, so the model card describes what was trained."""
+        return cls(processor, text_mask_ratio=config.text_mask_ratio, id_mask_ratio=config.id_mask_ratio,
+                   masking=config.masking, **kwargs)
+
     def _generator(self, batch: dict[str, torch.Tensor]) -> torch.Generator | None:
         if self.seed is None:
             return None

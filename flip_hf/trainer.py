@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
+from .collator import DataCollatorForFlipPretraining
 from .metrics import compute_ctr_metrics
 from .model_card import FlipModelCardCallback, FlipModelCardData, save_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
@@ -32,6 +33,20 @@ PLM_PREFIX = "flip.text_encoder."
 def keep_click_logit(logits, labels):
     """`preprocess_logits_for_metrics`: drop the auxiliary outputs, keep the (B,) click logit."""
     return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
+def _check_masking(model, collator) -> None:
+    """The collator masks what the model's config says, or the card would describe another training."""
+    if not (isinstance(model, FlipForPretraining) and isinstance(collator, DataCollatorForFlipPretraining)):
+        return
+    config = model.config
+    differing = [f"{name}: config {getattr(config, name)!r}, collator {getattr(collator, name)!r}"
+                 for name in ("masking", "text_mask_ratio", "id_mask_ratio") if getattr(config, name) != getattr(collator, name)]
+    if differing:
+        raise ValueError(
+            f"The data collator masks differently from the model's config ({'; '.join(differing)}). Build it with "
+            "DataCollatorForFlipPretraining.from_config(processor, model.config)."
+        )
 
 
 class FlipTrainer(Trainer):
@@ -48,6 +63,7 @@ class FlipTrainer(Trainer):
                  plm_learning_rate: float | None = None, group_column: str | None = None, **kwargs):
         if args is not None and args.remove_unused_columns:
             args = dataclasses.replace(args, remove_unused_columns=False)
+        _check_masking(model, kwargs.get("data_collator"))
         is_ctr = isinstance(model, FlipForCTR)
         if is_ctr:
             kwargs.setdefault("compute_metrics", self._ctr_metrics)

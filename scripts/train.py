@@ -297,10 +297,7 @@ class FlipRun:
         model_args, run = self.model_args, self.run_args
         set_seed(run.seed)  # the new ID side and heads start from --seed
         model = FlipForPretraining.from_text_pretrained(self.text_model_path, self.processor, **self.flip_config(), text_model_name_or_path=model_args.text_model)
-        collator = DataCollatorForFlipPretraining(
-            self.processor, text_mask_ratio=model_args.text_mask_ratio, id_mask_ratio=model_args.id_mask_ratio,
-            masking=model_args.masking, seed=run.seed,
-        )
+        collator = DataCollatorForFlipPretraining.from_config(self.processor, model.config, seed=run.seed)
         train = self.encoded("train", True, self.data_args.max_pretrain_samples, shuffle=True)
         args = self.training_arguments(
             stage_dir, True, num_train_epochs=run.pretrain_epochs, learning_rate=run.pretrain_learning_rate,

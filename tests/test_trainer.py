@@ -81,6 +81,17 @@ def test_pretraining_logs_each_loss_next_to_the_total(tmp_path, tiny_flip_proces
 
 
 # ---------------------------------------------------------------------------------------- metrics
+def test_pretraining_collator_comes_from_the_config(tmp_path, tiny_flip_processor):
+    model = FlipForPretraining(flip_config(tiny_flip_processor, masking="token", text_mask_ratio=0.3))
+    collator = DataCollatorForFlipPretraining.from_config(tiny_flip_processor, model.config, seed=3)
+    assert (collator.masking, collator.text_mask_ratio, collator.id_mask_ratio, collator.seed) == ("token", 0.3, 0.15, 3)
+    # a collator that masks otherwise than the config says is refused, not trained silently
+    with pytest.raises(ValueError, match=r"masking: config 'token', collator 'field'.*from_config"):
+        FlipTrainer(model=model, args=training_args(tmp_path), train_dataset=rows(16, 0),
+                    data_collator=DataCollatorForFlipPretraining(tiny_flip_processor, text_mask_ratio=0.3))
+    assert FlipTrainer(model=model, args=training_args(tmp_path), train_dataset=rows(16, 0), data_collator=collator)
+
+
 def test_ctr_metrics_use_only_the_click_logit(tmp_path, tiny_flip_processor):
     model = ctr_model(tiny_flip_processor, "joint")
     validation = rows(48, 1)
