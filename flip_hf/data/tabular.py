@@ -1,7 +1,7 @@
 """Generic tabular data -> `datasets.DatasetDict` + schema, and the checks and splits every recipe shares.
 
-The data contract (docs/DESIGN.md): one column per field holding the raw value (str for categorical
-fields, int or float for numeric ones, list of str for multi-categorical ones), an int 0/1 label
+The data contract: one column per field holding the raw value (str for categorical and text fields,
+int or float for numeric ones, list of str for multi-categorical ones), an int 0/1 label
 column and, where known, the time column. Missing values stay None: the processor maps them to an
 explicit unknown id, so no row is ever dropped here.
 """
