@@ -183,9 +183,14 @@ class FlipRun:
 
     # ------------------------------------------------------------------ set-up
     def check_output_dir(self) -> None:
-        """Refuse to mix two different runs in one directory."""
+        """Refuse to mix two different runs in one directory; an overwrite leaves nothing of the old run."""
+        run = self.run_args
+        if run.overwrite_output_dir and run.resume_from_checkpoint:
+            raise SystemExit("--overwrite_output_dir replaces the run in --output_dir while --resume_from_checkpoint "
+                             "continues it: pass one of the two.")
         record = {k: v for args in (self.data_args, self.model_args, self.run_args) for k, v in asdict(args).items()}
-        comparable = {k: v for k, v in record.items() if k not in RESUME_FLAGS}
+        # where the run lives is not what it is: a copied run directory resumes like the original
+        comparable = {k: v for k, v in record.items() if k not in RESUME_FLAGS and k != "output_dir"}
         path = self.output_dir / RUN_FILE
         if path.exists() and not self.run_args.overwrite_output_dir:
             previous = {k: v for k, v in json.loads(path.read_text()).items() if k not in RESUME_FLAGS}
@@ -196,12 +201,23 @@ class FlipRun:
                     "--output_dir, or pass --overwrite_output_dir to replace it."
                 )
         if self.state.is_main_process:
+            if run.overwrite_output_dir:
+                self.remove_previous_run()
             self.output_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=2, sort_keys=True))
             results = self.output_dir / RESULTS_FILE
             if results.exists() and self.run_args.resume_from_checkpoint and not self.run_args.overwrite_output_dir:
                 self.results = json.loads(results.read_text())
         self.state.wait_for_everyone()
+
+    def remove_previous_run(self) -> None:
+        """Delete what a run writes (its model folders, checkpoints and records), and nothing else of the folder."""
+        import shutil
+
+        for name in ("pretrain", "checkpoints", *RESULT_OF_DIR):
+            shutil.rmtree(self.output_dir / name, ignore_errors=True)
+        for name in (RUN_FILE, RESULTS_FILE):
+            (self.output_dir / name).unlink(missing_ok=True)
 
     def load_data(self) -> None:
         from flip_hf import FlipProcessor

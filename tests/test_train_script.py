@@ -371,6 +371,29 @@ def test_output_dir_of_another_run_is_refused_unless_overwritten(train, base_arg
     train.main(argv + ["--embedding_size", "4", "--resume_from_checkpoint", "last"])
 
 
+def test_overwrite_leaves_nothing_of_the_old_run(train, base_argv, tmp_path):
+    out = tmp_path / "out"
+    train.main(base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "1", "--output_dir", str(out)])
+    (out / "notes.txt").write_text("mine")
+    results = train.main(base_argv + ["--stage", "finetune", "--ctr_mode", "text", "--max_steps", "1",
+                                      "--output_dir", str(out), "--overwrite_output_dir", "true"])
+    assert set(results["stages"]) == {"flip_plm"}
+    assert not (out / "flip_id").exists() and not (out / "checkpoints" / "flip_id").exists()  # a later resume cannot find them
+    assert (out / "notes.txt").read_text() == "mine"  # what the run did not write stays
+    with pytest.raises(SystemExit, match="pass one of the two"):
+        train.main(base_argv + ["--output_dir", str(out), "--overwrite_output_dir", "true", "--resume_from_checkpoint", "last"])
+
+
+def test_a_copied_run_directory_resumes_like_the_original(train, base_argv, tmp_path):
+    import shutil
+
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "1"]
+    first = train.main(argv + ["--output_dir", str(tmp_path / "a")])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    again = train.main(argv + ["--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", "last"])
+    assert again["stages"]["flip_id"] == first["stages"]["flip_id"]  # finished there: reused, not refused
+
+
 # --------------------------------------------------------------------------------- --help, presets
 def test_help_is_fast_and_lists_preset():
     timings = []
