@@ -293,11 +293,19 @@ class FlipRun:
         if not resume:
             return None
         if resume == "last":
-            from transformers.trainer_utils import get_last_checkpoint
-
-            checkpoints = self.checkpoint_dir(stage_dir)
-            return get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
+            return self.last_complete_checkpoint(self.checkpoint_dir(stage_dir))
         return resume
+
+    @staticmethod
+    def last_complete_checkpoint(folder: Path) -> str | None:
+        """The newest checkpoint whose save finished (Trainer writes trainer_state.json last); an interrupted
+        save leaves a folder without it, which is skipped with a warning rather than crashing the resume."""
+        steps = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
+        for checkpoint in reversed(steps):
+            if (checkpoint / "trainer_state.json").exists():
+                return str(checkpoint)
+            logger.warning("Skipping %s: its save did not finish (no trainer_state.json).", checkpoint)
+        return None
 
     # ------------------------------------------------------------------ stages
     def pretrain(self) -> Path:

@@ -230,6 +230,25 @@ def test_resumed_finetuning_matches_an_uninterrupted_one(train, base_argv, stage
             assert resumed["stages"]["flip"][split][metric] == straight["stages"]["flip"][split][metric]
 
 
+def test_resume_skips_a_checkpoint_whose_save_was_interrupted(train, base_argv, tmp_path, monkeypatch, caplog):
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "6", "--save_steps", "3", "--evals_per_epoch", "2"]
+    torch.manual_seed(0)
+    straight = train.main(argv + ["--output_dir", str(tmp_path / "straight")])
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoint(patch, 3)
+        torch.manual_seed(0)
+        with pytest.raises(Interrupted):
+            train.main(argv + ["--output_dir", str(tmp_path / "resumed")])
+    # a later save cut short: the folder exists, its trainer_state.json does not
+    half_written = tmp_path / "resumed" / "checkpoints" / "flip_id" / "checkpoint-6"
+    half_written.mkdir()
+    (half_written / "model.safetensors").write_bytes(b"\0" * 10)
+    resumed = train.main(argv + ["--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", "last"])
+    assert "checkpoint-6: its save did not finish" in caplog.text
+    assert_same_weights(tmp_path / "straight" / "flip_id", tmp_path / "resumed" / "flip_id")
+    assert resumed["stages"]["flip_id"]["test"]["auc"] == straight["stages"]["flip_id"]["test"]["auc"]
+
+
 def test_stage_all_trains_the_id_baseline_without_pretraining(stage_all):
     output_dir, results = stage_all
     config = json.loads((output_dir / "baseline_id" / "config.json").read_text())
