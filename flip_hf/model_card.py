@@ -334,10 +334,20 @@ class FlipModelCardData(CardData):
             eval_results=eval_results or None,
         ).to_dict()
 
+    def baseline_comparison(self) -> dict[str, Any] | None:
+        """This model's test AUC against the ID-only baseline of the same run, when both were recorded."""
+        test_auc = {e["ctr_mode"]: e["metrics"].get("auc") for e in self.results if e["split"] == "test"}
+        mine, baseline = test_auc.get(self.ctr_mode), test_auc.get("baseline_id")
+        if mine is None or baseline is None:
+            return None
+        return {"this": f"{mine:.4f}", "baseline": f"{baseline:.4f}", "gap": f"{mine - baseline:+.4f}"}
+
     def template_variables(self) -> dict[str, Any]:
         """What the Markdown body needs beyond the metadata."""
         modes = [m for m in RESULT_NAMES if m in {e["ctr_mode"] for e in self.results}]
         return {
+            "comparison": self.baseline_comparison(),
+            "frozen_text": bool(self.model_hyperparameters.get("freeze_text_encoder")),
             "title": self.display_name(),
             "variant": self.variant,
             "variant_description": VARIANT_DESCRIPTIONS.get(self.ctr_mode, ""),

@@ -177,3 +177,16 @@ def test_callback_fills_the_card_during_training(trained_flip_dir):
     assert {(r.dataset_split, r.metric_type) for r in readme.data.eval_results} == {
         ("validation", "roc_auc"), ("validation", "log_loss"), ("test", "roc_auc"), ("test", "log_loss"),
     }
+
+
+def test_card_states_the_gain_over_the_id_baseline_and_the_frozen_serving_cost(make_tiny_flip, tiny_flip_processor):
+    card_data = card_data_with_results()
+    plain = generate_model_card(make_tiny_flip("joint"), tiny_flip_processor, card_data).text
+    assert "What FLIP gains here" not in plain  # no baseline in the run: no comparison is made up
+    assert "runs a language model per row" in plain
+
+    card_data.add_results("baseline_id", "test", {"auc": 0.7950, "logloss": 0.5420})
+    text = generate_model_card(make_tiny_flip("joint", freeze_text_encoder=True), tiny_flip_processor, card_data).text
+    assert "this model scores 0.8011 AUC against 0.7950 for the same ID network trained without FLIP pretraining (+0.0061)" in text
+    assert "| ID-only (no pretraining) | test | 0.7950 | 0.5420 | - |" in text
+    assert "language model is frozen" in text and "`text_embeds`" in text
