@@ -317,13 +317,26 @@ class FlipPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load as usual, plus the checkpoint's model-card data, so that saving or pushing it keeps its card."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
+        """Load as usual, plus the checkpoint's model-card data, so that saving or pushing it keeps its card.
+
+        An encoder the model needs but the checkpoint lacks entirely (a joint model from an id-only
+        checkpoint) starts from random weights: that is warned about loudly, not left to the load report.
+        """
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
+        for encoder, what in (("flip.text_encoder.", "language model"), ("flip.id_encoder.", "ID encoder")):
+            expected = [name for name in model.state_dict() if name.startswith(encoder)]
+            if expected and all(name in info["missing_keys"] for name in expected):
+                logger.warning(
+                    "%s holds no weights for the %s that ctr_mode=%r uses: it starts from random weights. Load a "
+                    "checkpoint that has it (a FLIP pretraining checkpoint), or start the PLM with "
+                    "FlipForCTR.from_text_pretrained(<plm>, processor, ...).",
+                    pretrained_model_name_or_path, what, model.config.ctr_mode,
+                )
         model_card = _model_card_module()
         if model_card is not None:
             model.model_card_data = model_card.FlipModelCardData.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        return loaded
+        return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual, plus the model card; once registered for an Auto class, also the code (see remote_code.py)."""
@@ -388,10 +401,19 @@ class FlipPreTrainedModel(PreTrainedModel):
             model.tie_weights()
         return model
 
+    def _backbone_layer_ids(self) -> set[int]:
+        if "_backbone_layers" not in self.__dict__:
+            self.__dict__["_backbone_layers"] = {id(m) for b in self.modules() if isinstance(b, Backbone) for m in b.modules()}
+        return self.__dict__["_backbone_layers"]
+
     def _init_weights(self, module: nn.Module) -> None:
+        """Weights a checkpoint does not hold are created empty and set here. Backbone layers that define
+        `reset_parameters` (cross layers, CIN) use it; every Linear, inside a backbone or not, is
+        normal(initializer_range) with zero bias."""
         std = self.config.initializer_range
-        if isinstance(module, Backbone):
-            module.reset_parameters()
+        if id(module) in self._backbone_layer_ids() and not isinstance(module, (nn.Linear, Backbone)):
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
         elif isinstance(module, FlipFieldEmbeddings):
             init.normal_(module.embedding.weight, std=self.config.embedding_init_std)
             module.reset_buffers()

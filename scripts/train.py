@@ -429,6 +429,15 @@ class FlipRun:
             logger.info("No pretraining checkpoint: %s starts from scratch (ID side) and the plain PLM.", MODE_NAMES[mode])
             return FlipForCTR.from_text_pretrained(self.text_model_path, self.processor, ctr_mode=mode, **self.flip_config(), text_model_name_or_path=self.model_args.text_model)
         config = FlipConfig.from_pretrained(pretrained)
+        is_pretraining = "FlipForPretraining" in (config.architectures or [])
+        lacks = [side for side, needed, present in (("PLM", mode != "id", config.uses_text), ("ID encoder", mode != "text", config.uses_ids))
+                 if needed and not (is_pretraining or present)]
+        if lacks:
+            raise SystemExit(
+                f"{pretrained} is a ctr_mode={config.ctr_mode!r} model without a {' or '.join(lacks)}, which "
+                f"ctr_mode={mode!r} needs; it would start from random weights. Pass a FLIP pretraining checkpoint "
+                "(its pretrain/ folder), or leave out --pretrained_model to train from the plain PLM."
+            )
         expected = [(f["name"], f["vocab_size"], f["num_slots"]) for f in self.processor.field_infos()]
         found = [(f["name"], f["vocab_size"], f.get("num_slots", 1)) for f in config.fields]
         if expected != found:

@@ -592,3 +592,35 @@ def test_remote_code_without_flip_hf(bert, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                             stdin=subprocess.DEVNULL, env=env, timeout=180)
     assert result.returncode == 0 and "remote code OK" in result.stdout, result.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------- partial loads
+@pytest.mark.parametrize("backbone", available_backbones())
+def test_a_side_missing_from_the_checkpoint_is_initialised_like_a_new_model(bert, tmp_path, backbone):
+    """An id model loaded from a text-mode checkpoint gets a whole new ID side: no empty (NaN, 1e34) weights."""
+    options = {"hidden_sizes": [16]} if backbone not in ("lr", "fm") else {}
+    torch.manual_seed(0)
+    FlipForCTR(bert.config(ctr_mode="text", backbone=backbone, backbone_options=options)).save_pretrained(tmp_path)
+    loaded = FlipForCTR.from_pretrained(tmp_path, ctr_mode="id")
+    torch.manual_seed(1)
+    fresh = FlipForCTR(bert.config(ctr_mode="id", backbone=backbone, backbone_options=options))
+    for (name, value), (_, reference) in zip(loaded.state_dict().items(), fresh.state_dict().items()):
+        assert torch.isfinite(value).all(), name
+        # the same initialisation as a new model: equal spread (another draw), never an empty tensor's garbage
+        assert value.abs().max() <= 10 * reference.abs().max() + 1e-6, name
+        if value.numel() > 16 and reference.std() > 0:
+            assert 0.5 < float(value.std() / reference.std()) < 2.0, name
+    with torch.no_grad():
+        assert torch.isfinite(loaded(**bert.ctr_batch()).logits).all()
+
+
+def test_a_joint_model_from_an_id_only_checkpoint_warns_that_its_plm_is_random(bert, tmp_path, caplog):
+    FlipForCTR(bert.config(ctr_mode="id")).save_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="flip_hf.modeling_flip"):
+        model, info = FlipForCTR.from_pretrained(tmp_path, ctr_mode="joint", output_loading_info=True)
+    assert "holds no weights for the language model that ctr_mode='joint' uses" in caplog.text
+    assert any(key.startswith("flip.text_encoder.") for key in info["missing_keys"])  # output_loading_info still works
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flip_hf.modeling_flip"):
+        FlipForCTR.from_pretrained(tmp_path, ctr_mode="id")
+    assert "holds no weights" not in caplog.text

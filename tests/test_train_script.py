@@ -367,6 +367,17 @@ def test_unknown_backbone_lists_the_valid_ones(train, base_argv, tmp_path):
     assert all(name in message for name in ("dnn", "dcnv2", "deepfm", "autoint"))
 
 
+def test_finetuning_a_mode_from_a_checkpoint_that_lacks_its_side_is_refused(train, stage_all, base_argv, tmp_path):
+    id_only = stage_all[0] / "flip_id"
+    with pytest.raises(SystemExit, match=r"ctr_mode='id' model without a PLM, which ctr_mode='joint' needs"):
+        train.main(base_argv + ["--stage", "finetune", "--ctr_mode", "joint", "--pretrained_model", str(id_only),
+                                "--output_dir", str(tmp_path / "out")])
+    # the side it has is fine
+    results = train.main(base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--pretrained_model", str(id_only),
+                                      "--output_dir", str(tmp_path / "ok"), "--max_steps", "1"])
+    assert results["stages"]["flip_id"]["global_step"] == 1
+
+
 def test_checkpoint_pretrained_on_other_fields_is_refused(train, stage_all, base_argv, save_tiny_dataset, tmp_path):
     other = save_tiny_dataset(tmp_path / "other_data", sizes=(12, 8, 8))  # fewer users, titles: other vocabularies
     argv = base_argv + [
