@@ -50,16 +50,34 @@ class CTRPredictionPipeline(Pipeline):
         self._field_names = [spec.name for spec in self.processor.fields]
         self._text = self.model.config.ctr_mode != "id"
 
-    def __call__(self, inputs, **kwargs):
-        """Click probabilities of one row (a dict), a list of rows, a `datasets.Dataset` or a generator."""
+    def __call__(self, inputs, batch_size: int | None = None, **kwargs):
+        """Click probabilities of one row (a dict), a list of rows, a `datasets.Dataset` or a generator.
+
+        A list of rows is encoded a batch at a time, column by column, rather than row by row.
+        """
         if _is_hf_dataset(inputs):
             inputs = iter(inputs)  # a generator: streamed lazily like any dataset given to a pipeline
-        return super().__call__(inputs, **kwargs)
+        elif isinstance(inputs, list) and inputs and not any(isinstance(r, dict) and "text_embeds" in r for r in inputs):
+            return self._predict_rows(inputs, batch_size or 256)
+        return super().__call__(inputs, batch_size=batch_size, **kwargs)
 
-    def _sanitize_parameters(self):
-        return {}, {}, {}
+    def _predict_rows(self, rows: list, batch_size: int) -> list[dict[str, float]]:
+        import torch
 
-    def preprocess(self, row: dict[str, Any]) -> dict[str, Any]:
+        for row in rows:
+            self._check_row(row)
+        probabilities: list[float] = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            columns = {name: [row[name] for row in chunk] for name in self._field_names}
+            encoded = self.processor(columns, text=self._text, return_tensors="pt")
+            encoded.pop("token_field_ids", None)
+            with torch.inference_mode():
+                output = self.model(**{key: value.to(self.device) for key, value in encoded.items()})
+            probabilities += output.probabilities.float().cpu().tolist()
+        return [{"probability": p} for p in probabilities]
+
+    def _check_row(self, row) -> None:
         if not isinstance(row, dict):
             raise TypeError(f"ctr-prediction expects rows as dicts of field values, got {type(row).__name__}.")
         missing = [name for name in self._field_names if name not in row]
@@ -68,6 +86,12 @@ class CTRPredictionPipeline(Pipeline):
                 f"The input row has no value for field(s) {missing}; this model needs {self._field_names}. "
                 "Pass None for a value that is unknown."
             )
+
+    def _sanitize_parameters(self):
+        return {}, {}, {}
+
+    def preprocess(self, row: dict[str, Any]) -> dict[str, Any]:
+        self._check_row(row)
         vector = row.get("text_embeds")
         text = self._text and vector is None
         encoded = self.processor({name: row[name] for name in self._field_names}, text=text, return_tensors="pt")

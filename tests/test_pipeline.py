@@ -117,3 +117,18 @@ def test_precomputed_text_vectors_skip_the_plm(tmp_path, make_tiny_flip, tiny_fl
     with_vectors = [{**row, "text_embeds": vector.tolist()} for row, vector in zip(rows, vectors)]
     got = [out["probability"] for out in pipe(with_vectors, batch_size=2)]
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_list_is_encoded_a_batch_at_a_time(saved_models, tiny_flip_processor, monkeypatch):
+    directory, model = saved_models["id"]
+    pipe = pipeline("ctr-prediction", model=str(directory), device="cpu")
+    calls = []
+    encode = type(pipe.processor).__call__
+    monkeypatch.setattr(type(pipe.processor), "__call__", lambda self, batch, **kw: calls.append(len(batch["user_id"])) or encode(self, batch, **kw))
+    rows = as_rows(tiny_rows(7, seed=5))
+    got = [out["probability"] for out in pipe(rows, batch_size=3)]
+    assert calls == [3, 3, 1]  # one encoding per batch, not one per row
+    monkeypatch.undo()
+    assert got == pytest.approx(expected_probabilities(model, tiny_flip_processor, rows), abs=1e-6)
+    with pytest.raises(TypeError, match="rows as dicts"):
+        pipe([rows[0], "not a row"])
