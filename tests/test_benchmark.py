@@ -26,7 +26,7 @@ PRESET = {"backbones": ("dcnv2",)}
 
 def test_variants_put_flip_first_and_the_ablations_last(bench):
     names = [name for name, _ in bench.quality_variants(bench.QUALITY_PRESETS["cpu-small"])]
-    assert names == ["FLIP dcnv2", "ID-only dcnv2", "ID-only deepfm", "ID-only autoint", "PLM-only",
+    assert names == ["FLIP dcnv2", "ID-only dcnv2", "ID-only deepfm", "ID-only autoint", "PLM-only", "LightGBM",
                      "FLIP dcnv2 w/o MLM", "FLIP dcnv2 w/o MTM", "FLIP dcnv2 w/o ICL", "FLIP dcnv2 token-level masking"]
     overrides = dict(bench.quality_variants(bench.QUALITY_PRESETS["cpu-small"]))
     assert overrides["FLIP dcnv2 w/o MTM"]["mtm_weight"] == 0.0
@@ -36,10 +36,10 @@ def test_variants_put_flip_first_and_the_ablations_last(bench):
 
 def test_gpu_short_has_no_ablations_and_full_pretrains_every_backbone(bench):
     short = [name for name, _ in bench.quality_variants(bench.QUALITY_PRESETS["gpu-short"])]
-    assert short == ["FLIP dcnv2", "ID-only dcnv2", "PLM-only"]
+    assert short == ["FLIP dcnv2", "ID-only dcnv2", "PLM-only", "LightGBM"]
     full = [name for name, _ in bench.quality_variants(bench.QUALITY_PRESETS["full"])]
     assert full[:3] == ["FLIP dcnv2", "FLIP deepfm", "FLIP autoint"]
-    assert len(full) == 3 + 3 + 1 + 4
+    assert len(full) == 3 + 3 + 2 + 4
 
 
 def test_summary_gives_mean_std_seeds_and_improvement_over_the_best_baseline(bench):
@@ -110,9 +110,10 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
     reports = []
     results = bench.run_quality("tiny", 1, tmp_path, options, resume=False, report=lambda partial: reports.append(json.dumps(partial)))
 
-    assert set(results["variants"]) == {"FLIP dnn / FLIP_ID", "FLIP dnn / FLIP_PLM", "FLIP dnn / FLIP", "ID-only dnn", "PLM-only"}
-    assert all(0.0 <= seeds[0]["test"]["auc"] <= 1.0 for seeds in results["variants"].values())
-    assert len(reports) == 3  # one after every run, so a benchmark cut short keeps what it measured
+    assert set(results["variants"]) == {"FLIP dnn / FLIP_ID", "FLIP dnn / FLIP_PLM", "FLIP dnn / FLIP", "ID-only dnn", "PLM-only",
+                                        "LightGBM"}
+    assert all({"auc", "logloss"} <= set(seeds[0]["test"]) for seeds in results["variants"].values())
+    assert len(reports) == 4  # one after every run, so a benchmark cut short keeps what it measured
     assert [c["claim"] for c in results["claims"]] == ["FLIP_ID (dnn) beats dnn trained without FLIP pretraining",
                                                        "FLIP beats FLIP_ID, FLIP_PLM and every baseline"]
     results_files = sorted(tmp_path.glob("*/seed0/results.json"))
@@ -132,3 +133,27 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
     del record["total_seconds"]
     (run_dir / "results.json").write_text(json.dumps(record))
     assert bench.finished_run(train_script, run_dir, bench.train_argv(preset, id_only, 0, run_dir, options)) is None  # cut short
+
+
+def test_lightgbm_sees_the_same_rows_with_train_vocabularies(bench):
+    from datasets import Dataset, DatasetDict
+
+    from flip_hf.schema import FieldSpec, TabularSchema
+
+    schema = TabularSchema(fields=[FieldSpec("user"), FieldSpec("age", kind="numeric"), FieldSpec("genres", kind="multi_categorical"),
+                                   FieldSpec("review", kind="text")])
+    split = lambda users, ages, genres, reviews: Dataset.from_dict(  # noqa: E731
+        {"user": users, "age": ages, "genres": genres, "review": reviews, "label": [1, 0][: len(users)] * (len(users) // 2) + [1] * (len(users) % 2)})
+    raw = DatasetDict({
+        "train": split(["a", "b"], [20, 30], [["x"], ["x", "y"]], ["great film", "dull plot"]),
+        "validation": split(["a", "c"], [25, None], [[], ["z"]], ["great", None]),
+        "test": split(["c", "b", "a"], [40, 50, 60], [["y"], None, ["x"]], ["dull", "great", "plot"]),
+    })
+    frames = bench.lightgbm_frames(raw, schema, eval_rows=2)
+    features, labels = frames["validation"]
+    assert len(features) == 2 and len(frames["test"][0]) == 2 and len(frames["train"][0]) == 2  # eval_rows: first rows only
+    assert list(features["user"].cat.categories) == ["a", "b"] and features["user"].isna().tolist() == [False, True]  # "c": unseen
+    assert features["age"].isna().tolist() == [False, True]
+    assert [c for c in features if c.startswith("genres=")] == ["genres=x", "genres=y"]  # "z" was never in training
+    assert features["review:great"].tolist()[0] > 0 and features["review:great"].tolist()[1] == 0
+    assert labels == [1, 0]
