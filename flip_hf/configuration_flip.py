@@ -56,6 +56,8 @@ class FlipConfig(PreTrainedConfig):
         text_head_hidden_size (`int`): 0 gives a linear text logit head; > 0 an MLP with one hidden
             layer of this size (worth it on a frozen PLM, where a linear head is logistic regression).
         pad_token_id / mask_token_id (`int`): taken from the tokenizer, never hard-coded.
+        vocabulary_fingerprint (`str`): `FlipProcessor.vocabulary_fingerprint()` of the processor the model
+            was built for; pipelines and `FlipTrainer` refuse a processor that assigns other ids.
     """
 
     model_type = "flip"
@@ -93,6 +95,7 @@ class FlipConfig(PreTrainedConfig):
     pad_token_id: int | None = None
     mask_token_id: int | None = None
     tie_word_embeddings: bool = True
+    vocabulary_fingerprint: str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -68,6 +68,7 @@ IGNORED_TRAINING_ARGS = {
 # FlipConfig entries that the card shows elsewhere or that are structure rather than choices.
 IGNORED_CONFIG_KEYS = {
     "fields", "text_config", "text_model_name_or_path", "ctr_mode", "backbone", "pad_token_id", "mask_token_id",
+    "vocabulary_fingerprint",
 }
 
 CITATION = """@inproceedings{wang2024flip,

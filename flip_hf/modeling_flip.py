@@ -389,6 +389,7 @@ class FlipPreTrainedModel(PreTrainedModel):
             config_overrides["text_pooling"] = _declared_pooling(plm_name_or_path) or "cls"
         config = FlipConfig(
             fields=processor.field_infos(),
+            vocabulary_fingerprint=processor.vocabulary_fingerprint(),
             text_config=text_config,
             pad_token_id=tokenizer.pad_token_id,
             mask_token_id=tokenizer.mask_token_id,

@@ -47,6 +47,7 @@ class CTRPredictionPipeline(Pipeline):
                 "The ctr-prediction pipeline needs the model's FlipProcessor: save it next to the model "
                 "(processor.save_pretrained(...)) or pass processor=FlipProcessor.from_pretrained(...)."
             )
+        self.processor.check_matches(self.model.config)
         self._field_names = [spec.name for spec in self.processor.fields]
         self._text = self.model.config.ctr_mode != "id"
 

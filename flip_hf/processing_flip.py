@@ -14,6 +14,8 @@ back to its field (`token_field_ids`), which is what field-level masking needs.
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import logging
 import math
 import string
@@ -167,6 +169,26 @@ class FlipProcessor(ProcessorMixin):
         self._lookups = [
             {value: index + NUM_RESERVED_IDS for index, value in enumerate(vocab)} for vocab in self.vocabularies
         ]
+
+    def vocabulary_fingerprint(self) -> str:
+        """A digest of every id this processor assigns: fields, vocabularies, numeric buckets, slots. A model
+        stores the fingerprint of the processor it was built for, so a mismatched pair is caught on load."""
+        self._require_fitted()
+        state = [self.field_infos(), self.vocabularies, self.bucket_boundaries]
+        return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+    def check_matches(self, config) -> None:
+        """Raise if this processor assigns other ids than the model (`config`, a FlipConfig) was trained on."""
+        mine = [(f["name"], f["vocab_size"], f["num_slots"]) for f in self.field_infos()]
+        theirs = [(f["name"], f["vocab_size"], f.get("num_slots", 1)) for f in config.fields]
+        expected = getattr(config, "vocabulary_fingerprint", None)
+        if mine != theirs or (expected is not None and expected != self.vocabulary_fingerprint()):
+            raise ValueError(
+                "This FlipProcessor assigns other ids than the model was trained with "
+                f"(model: fields {theirs}, vocabulary fingerprint {expected}; processor: fields {mine}, fingerprint "
+                f"{self.vocabulary_fingerprint()}). Load the processor saved with the model: "
+                "AutoProcessor.from_pretrained(<the model's folder or repo>)."
+            )
 
     def field_infos(self) -> list[dict[str, Any]]:
         """What the model needs per field, in order: name, kind, vocabulary size, slots."""

@@ -64,6 +64,9 @@ class FlipTrainer(Trainer):
         if args is not None and args.remove_unused_columns:
             args = dataclasses.replace(args, remove_unused_columns=False)
         _check_masking(model, kwargs.get("data_collator"))
+        processor = kwargs.get("processing_class")
+        if hasattr(processor, "check_matches") and model is not None:
+            processor.check_matches(model.config)
         is_ctr = isinstance(model, FlipForCTR)
         if is_ctr:
             kwargs.setdefault("compute_metrics", self._ctr_metrics)

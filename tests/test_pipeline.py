@@ -132,3 +132,20 @@ def test_a_list_is_encoded_a_batch_at_a_time(saved_models, tiny_flip_processor, 
     assert got == pytest.approx(expected_probabilities(model, tiny_flip_processor, rows), abs=1e-6)
     with pytest.raises(TypeError, match="rows as dicts"):
         pipe([rows[0], "not a row"])
+
+
+def test_a_processor_that_assigns_other_ids_is_refused(tmp_path, tiny_text_model_dir, tiny_flip_processor):
+    from tiny import tiny_bert_tokenizer, tiny_schema
+
+    from flip_hf import FlipForCTR, FlipProcessor
+
+    model = FlipForCTR.from_text_pretrained(tiny_text_model_dir, tiny_flip_processor, ctr_mode="id", backbone="dnn")
+    assert model.config.vocabulary_fingerprint == tiny_flip_processor.vocabulary_fingerprint()
+    model.save_pretrained(tmp_path)
+    # same fields and vocabulary sizes, other rows: the ids mean other values
+    other = FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(tiny_rows(64, seed=9))
+    assert [f["vocab_size"] for f in other.field_infos()] == [f["vocab_size"] for f in tiny_flip_processor.field_infos()]
+    with pytest.raises(ValueError, match=r"assigns other ids.*AutoProcessor.from_pretrained"):
+        pipeline("ctr-prediction", model=str(tmp_path), processor=other, device="cpu")
+    tiny_flip_processor.save_pretrained(tmp_path)
+    assert pipeline("ctr-prediction", model=str(tmp_path), device="cpu")(as_rows(tiny_rows(1))[0])["probability"] > 0

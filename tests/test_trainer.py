@@ -236,3 +236,15 @@ def test_early_stopping_stops_when_auc_stalls(tmp_path, tiny_flip_processor):
     trainer.train()
     assert trainer.state.global_step == 3
     assert trainer.state.best_model_checkpoint.endswith("checkpoint-1")
+
+
+def test_a_processor_that_assigns_other_ids_is_refused(tmp_path, tiny_flip_processor):
+    from tiny import tiny_bert_tokenizer, tiny_schema
+
+    from flip_hf import FlipProcessor
+
+    model = FlipForCTR(flip_config(tiny_flip_processor, ctr_mode="id", vocabulary_fingerprint=tiny_flip_processor.vocabulary_fingerprint()))
+    other = FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(tiny_rows(64, seed=9))
+    with pytest.raises(ValueError, match="assigns other ids"):
+        FlipTrainer(model=model, args=training_args(tmp_path), processing_class=other)
+    assert FlipTrainer(model=model, args=training_args(tmp_path), processing_class=tiny_flip_processor)
