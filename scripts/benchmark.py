@@ -381,9 +381,11 @@ def lightgbm_frames(raw, schema, eval_rows: int | None) -> dict:
                 for index, word in enumerate(tfidf.get_feature_names_out()):
                     frames[name][f"{spec.name}:{word}"] = weights[:, index]
         else:
-            categories = pd.CategoricalDtype(sorted({str(v) for v in columns["train"] if v is not None}))
-            for name, column in columns.items():
-                frames[name][spec.name] = pd.Series([None if v is None else str(v) for v in column], dtype=object).astype(categories)
+            known = sorted({str(v) for v in columns["train"] if v is not None})
+            categories, seen = pd.CategoricalDtype(known), set(known)
+            for name, column in columns.items():  # values unseen in training are missing, like the unknown id
+                values = [str(v) if v is not None and str(v) in seen else None for v in column]
+                frames[name][spec.name] = pd.Series(values, dtype=object).astype(categories)
     labels = {name: list(split[schema.label_column]) for name, split in splits.items()}
     return {name: (pd.DataFrame(frame), labels[name]) for name, frame in frames.items()}
 
