@@ -19,8 +19,10 @@ import importlib.util
 import json
 import math
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,7 +129,14 @@ def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    from flip_hf import DataCollatorForFlipCTR, DataCollatorForFlipPretraining, FlipForCTR, FlipForPretraining, FlipProcessor
+    from flip_hf import (
+        DataCollatorForFlipCTR,
+        DataCollatorForFlipPretraining,
+        FlipForCTR,
+        FlipForPretraining,
+        FlipProcessor,
+        cache_text_embeddings,
+    )
     from flip_hf.data import load_movielens
     from flip_hf.modeling_flip import FlipFieldEmbeddings
     from flip_hf.backbones import build_backbone
@@ -180,7 +189,8 @@ def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text
     report["train_samples_per_second"] = {"pretrain": batch_size / flip_seconds, "plain_mlm": batch_size / mlm_seconds}
 
     # finetuning steps and inference, per mode
-    checkpoint = ROOT / "benchmarks" / ".speed-checkpoint"
+    scratch = Path(tempfile.mkdtemp(prefix="flip-speed-"))  # checkpoints and caches of this run only
+    checkpoint = scratch / "checkpoint"
     pretrain_model.save_pretrained(checkpoint)
     processor.save_pretrained(checkpoint)
     inference = {}
@@ -208,6 +218,16 @@ def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text
             flip_id = model
     report["inference_rows_per_second"] = inference
 
+    # a frozen PLM: each row's text vector computed once (and cached), then joint steps at the ID model's batch
+    frozen = FlipForCTR.from_pretrained(checkpoint, ctr_mode="joint", freeze_text_encoder=True, text_head_hidden_size=256).to(device)
+    vector_rows = encoded.select(range(min(preset["eval_rows"], len(encoded))))
+    started = time.perf_counter()
+    vectors = cache_text_embeddings(vector_rows, frozen, batch_size=256, cache_dir=scratch / "text-cache")
+    report["text_vectors_rows_per_second"] = len(vector_rows) / (time.perf_counter() - started)
+    cached = to_device(DataCollatorForFlipCTR(processor)([vectors[i] for i in range(min(1024, len(vectors)))]), device)
+    seconds = timed_training(frozen.train(), cached)
+    report["train_samples_per_second"]["finetune_joint_cached"] = len(cached["labels"]) / seconds
+
     # FLIP_ID against the bare backbone: embeddings + backbone + linear head, nothing else
     config = flip_id.config
     embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size)
@@ -227,12 +247,14 @@ def run_speed(preset_name: str, threads: int, device_name: str, bf16: bool, text
     raw_rows = [dataset["validation"][i] for i in range(min(2048, len(dataset["validation"])))]
     pipeline_speed = {}
     for mode in ("id", "joint"):
-        directory = checkpoint.with_name(f".speed-{mode}")
+        directory = scratch / mode
         FlipForCTR.from_pretrained(checkpoint, ctr_mode=mode).save_pretrained(directory)
         processor.save_pretrained(directory)
         predictor = pipeline("ctr-prediction", model=str(directory), device=device)
         pipeline_speed[mode] = best_rate(lambda: predictor(raw_rows, batch_size=256), len(raw_rows), device, rounds=2)
     report["pipeline_rows_per_second"] = pipeline_speed
+    report["pipeline_id_to_model_ratio"] = pipeline_speed["id"] / report["inference_rows_per_second"]["id"]
+    shutil.rmtree(scratch, ignore_errors=True)
 
     # training throughput as a fraction of the device's matmul limit in the same precision
     report["matmul_gflops"] = matmul_gflops(device, torch.bfloat16 if bf16 else torch.float32)
@@ -264,6 +286,10 @@ def speed_table(report: dict) -> str:
     ]
     for name, value in report["pipeline_rows_per_second"].items():
         rows.append((f"pipeline (batch 256): {name} mode", f"{value:,.0f} rows/s"))
+    rows += [
+        ("pipeline / model inference, id mode", f"{report['pipeline_id_to_model_ratio']:.2f}"),
+        ("text vectors of a frozen PLM (computed once, cached)", f"{report['text_vectors_rows_per_second']:,.0f} rows/s"),
+    ]
     rows += [
         (f"{report['precision']} matmul limit, {report['device']}" + (f", {report['threads']} threads" if report["device"] == "cpu" else ""),
          f"{report['matmul_gflops']:,.1f} GFLOP/s"),
