@@ -530,11 +530,12 @@ class FlipProcessor(ProcessorMixin):
 
 
 def _is_null(value) -> bool:
+    """None, NaN and empty or whitespace-only strings: each maps to the unknown id and prints as unknown."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return False
+    return isinstance(value, str) and not value.strip()
 
 
 def _as_number(field: str, value) -> float:
@@ -548,7 +549,7 @@ def _as_number(field: str, value) -> float:
 
 
 def _check_multi_value(field: str, values) -> None:
-    if isinstance(values, str):
+    if isinstance(values, str) and not _is_null(values):
         raise ValueError(
             f"Multi-valued field {field!r} got the string {values!r}; it needs a list of values. "
             "Split it first (load_tabular(..., multi_value_separator='|') does this)."
