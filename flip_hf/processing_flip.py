@@ -233,6 +233,7 @@ class FlipProcessor(ProcessorMixin):
         """Build vocabularies, numeric bins and multi-value slots from the training split only."""
         columns = getattr(train_split, "column_names", None) or list(train_split.keys())
         self.schema.check_columns(columns, where="The training split", require_label=False)
+        self._check_single_values(train_split)
         if len(train_split[self.fields[0].name]) == 0:
             raise ValueError("The training split is empty: fit() needs at least one row.")
         vocabularies, boundaries, max_values = [], [], []
@@ -515,7 +516,20 @@ class FlipProcessor(ProcessorMixin):
 
     def _check_batch(self, batch: dict[str, list], require_label: bool) -> int:
         self.schema.check_columns(batch.keys(), where="The input batch", require_label=require_label)
+        self._check_single_values(batch)
         return len(batch[self.fields[0].name])
+
+    def _check_single_values(self, columns) -> None:
+        """A list where a field holds one value per row would be encoded as its string: refuse it, naming the field."""
+        for spec in self.fields:
+            if spec.is_multi_valued:
+                continue
+            for value in columns[spec.name]:
+                if isinstance(value, (list, tuple, set, dict, np.ndarray)):
+                    raise ValueError(
+                        f"Field {spec.name!r} ({spec.kind}) holds one value per row but got {value!r}. Pass a single "
+                        "value, or declare the field kind='multi_categorical'."
+                    )
 
     # ------------------------------------------------------------------- I/O
     @classmethod

@@ -473,3 +473,18 @@ def test_empty_and_blank_strings_are_null_everywhere():
     null_row = processor({key: [None if key in ("gender", "age", "genres") else values[0]] for key, values in rows.items()})
     blank_row = processor({key: [{"gender": "", "age": " ", "genres": [""]}.get(key, values[0])] for key, values in rows.items()})
     assert blank_row["feature_ids"] == null_row["feature_ids"] and blank_row["input_ids"] == null_row["input_ids"]
+
+
+def test_a_list_in_a_single_valued_field_names_that_field():
+    from tiny import tiny_bert_tokenizer, tiny_schema
+
+    processor = FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(tiny_rows(32))
+    rows = tiny_rows(2)
+    rows["gender"] = ["male", ["male", "female"]]
+    for text in (False, True):
+        with pytest.raises(ValueError, match=r"Field 'gender' \(categorical\) holds one value per row but got \['male', 'female'\]"):
+            processor(rows, text=text)
+    bad_train = tiny_rows(8)
+    bad_train["age"] = [[30]] * 8
+    with pytest.raises(ValueError, match=r"Field 'age' \(numeric\)"):
+        FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(bad_train)
