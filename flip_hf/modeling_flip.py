@@ -150,7 +150,7 @@ def _declared_pooling(name_or_path: str) -> str | None:
 
 
 def _build_text_encoder(text_config) -> PreTrainedModel:
-    """The PLM body without a pooler: FLIP reads the first-token state and all token states."""
+    """The PLM body without a pooler: FLIP pools the token states itself (`text_pooling`) and reads them all."""
     try:
         return AutoModel.from_config(text_config, add_pooling_layer=False)
     except TypeError:  # encoders without a pooler option

@@ -300,8 +300,11 @@ class FlipRun:
     def last_complete_checkpoint(folder: Path) -> str | None:
         """The newest checkpoint whose save finished (Trainer writes trainer_state.json last); an interrupted
         save leaves a folder without it, which is skipped with a warning rather than crashing the resume."""
-        steps = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
-        for checkpoint in reversed(steps):
+        def step(path: Path) -> int:
+            suffix = path.name.rsplit("-", 1)[-1]
+            return int(suffix) if suffix.isdigit() else -1
+
+        for checkpoint in sorted(folder.glob("checkpoint-*"), key=step, reverse=True):
             if (checkpoint / "trainer_state.json").exists():
                 return str(checkpoint)
             logger.warning("Skipping %s: its save did not finish (no trainer_state.json).", checkpoint)
