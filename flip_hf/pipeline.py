@@ -56,6 +56,8 @@ class CTRPredictionPipeline(Pipeline):
 
         A list of rows is encoded a batch at a time, column by column, rather than row by row.
         """
+        if isinstance(inputs, list) and not inputs:
+            return []  # no rows, no predictions
         if _is_hf_dataset(inputs):
             inputs = iter(inputs)  # a generator: streamed lazily like any dataset given to a pipeline
         elif isinstance(inputs, list) and inputs and not any(isinstance(r, dict) and "text_embeds" in r for r in inputs):

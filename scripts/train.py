@@ -164,7 +164,29 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ModelArguments, Run
     for mode in [run_args.ctr_mode, *run_args.all_modes.split(","), *filter(None, run_args.baselines.split(","))]:
         if mode not in MODE_DIRS:
             raise SystemExit(f"Unknown ctr_mode {mode!r}; valid modes: {', '.join(MODE_DIRS)}.")
+    for name in ("max_pretrain_samples", "max_finetune_samples", "max_eval_samples"):
+        value = getattr(data_args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"--{name} must be at least 1, got {value}; leave it out to use every row.")
+    check_backbone(model_args)
     return data_args, model_args, run_args
+
+
+def check_backbone(model_args: ModelArguments) -> None:
+    """Before anything is written: an unknown backbone or unreadable options would otherwise fail mid-run."""
+    from flip_hf.backbones import available_backbones
+
+    if model_args.backbone not in available_backbones():
+        raise SystemExit(f"Unknown backbone {model_args.backbone!r}; valid backbones: {', '.join(available_backbones())}.")
+    try:
+        options = json.loads(model_args.backbone_options)
+    except json.JSONDecodeError as error:
+        options = error
+    if not isinstance(options, dict):
+        raise SystemExit(
+            f"--backbone_options must be a JSON object, got {model_args.backbone_options!r} ({options}). "
+            """Example: --backbone_options '{"hidden_sizes": [256, 128]}'."""
+        )
 
 
 # --------------------------------------------------------------------------------------- the run

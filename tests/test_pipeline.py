@@ -132,6 +132,7 @@ def test_a_list_is_encoded_a_batch_at_a_time(saved_models, tiny_flip_processor, 
     assert got == pytest.approx(expected_probabilities(model, tiny_flip_processor, rows), abs=1e-6)
     with pytest.raises(TypeError, match="rows as dicts"):
         pipe([rows[0], "not a row"])
+    assert pipe([]) == []
 
 
 def test_a_processor_that_assigns_other_ids_is_refused(tmp_path, tiny_text_model_dir, tiny_flip_processor):

@@ -365,6 +365,19 @@ def test_unknown_backbone_lists_the_valid_ones(train, base_argv, tmp_path):
     message = str(error.value)
     assert "nope" in message
     assert all(name in message for name in ("dnn", "dcnv2", "deepfm", "autoint"))
+    assert not (tmp_path / "out").exists()  # refused before anything was written: no poisoned run_args.json
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backbone_options", "{hidden_sizes: [8]}"], r"--backbone_options must be a JSON object, got '\{hidden_sizes"),
+    (["--backbone_options", "[8]"], "must be a JSON object"),
+    (["--max_eval_samples", "0"], "--max_eval_samples must be at least 1, got 0"),
+    (["--max_pretrain_samples", "-5"], "--max_pretrain_samples must be at least 1"),
+])
+def test_bad_arguments_are_refused_before_the_run_starts(train, base_argv, tmp_path, flags, message):
+    with pytest.raises(SystemExit, match=message):
+        train.main(base_argv + flags + ["--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 def test_finetuning_a_mode_from_a_checkpoint_that_lacks_its_side_is_refused(train, stage_all, base_argv, tmp_path):
