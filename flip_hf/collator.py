@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from .configuration_flip import IGNORE_INDEX, MASKING_MODES
-from .processing_flip import MASK_ID, NO_FIELD, PAD_ID, FlipProcessor
+from .configuration_flip import IGNORE_INDEX, MASK_ID, MASKING_MODES, PAD_ID
+from .processing_flip import NO_FIELD, FlipProcessor
 
 
 def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ import numpy as np
 from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_flip import MASK_ID, NUM_RESERVED_IDS, PAD_ID, UNKNOWN_ID
+from .configuration_flip import NUM_RESERVED_IDS, PAD_ID, UNKNOWN_ID
 from .schema import FieldSpec, TabularSchema
 
 logger = logging.getLogger(__name__)

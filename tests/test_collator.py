@@ -6,7 +6,8 @@ from tiny import tiny_bert_tokenizer, tiny_roberta_tokenizer, tiny_rows, tiny_sc
 
 from flip_hf import DataCollatorForFlipCTR, DataCollatorForFlipPretraining, FieldSpec, FlipProcessor, TabularSchema
 from flip_hf.collator import IGNORE_INDEX
-from flip_hf.processing_flip import MASK_ID, NO_FIELD, PAD_ID
+from flip_hf.configuration_flip import MASK_ID, PAD_ID
+from flip_hf.processing_flip import NO_FIELD
 
 TOKENIZERS = {"bert": tiny_bert_tokenizer, "roberta": tiny_roberta_tokenizer}
 

@@ -13,16 +13,10 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from tiny import tiny_rows
 from transformers import AutoModel, AutoProcessor, pipeline
 
-from flip_hf import FlipPreTrainedModel
 from flip_hf.pipeline import register_pipeline
 
 REPO_ID = "org/flip-movielens"
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
-
-needs_card_hooks = pytest.mark.skipif(
-    not hasattr(FlipPreTrainedModel, "model_card_data"),
-    reason="needs the model-card hooks in FlipPreTrainedModel (save_pretrained / from_pretrained / push_to_hub)",
-)
 
 
 def run_script(*args: str) -> None:
@@ -134,7 +128,6 @@ def test_remote_code_without_flip_hf(pushed, hub_server, fresh_hf_cache, tmp_pat
     assert result.returncode == 0 and "remote code OK" in result.stdout, result.stderr[-3000:]
 
 
-@needs_card_hooks
 def test_model_push_to_hub_and_the_script_publish_the_same(hub_server, trained_flip_dir, tmp_path, fresh_hf_cache):
     directory, _ = trained_flip_dir
     model = AutoModel.from_pretrained(directory)  # carries its card data along

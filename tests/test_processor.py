@@ -11,7 +11,8 @@ from tiny import GENRES, TITLES, tiny_bert_tokenizer, tiny_roberta_tokenizer, ti
 
 import flip_hf  # noqa: F401  (registers the Auto classes)
 from flip_hf import FieldSpec, FlipProcessor, TabularSchema
-from flip_hf.processing_flip import MASK_ID, NO_FIELD, PAD_ID, UNKNOWN_ID
+from flip_hf.configuration_flip import MASK_ID, PAD_ID, UNKNOWN_ID
+from flip_hf.processing_flip import NO_FIELD
 
 TOKENIZERS = {"bert": tiny_bert_tokenizer, "roberta": tiny_roberta_tokenizer}
 LOGGER = "flip_hf.processing_flip"
@@ -454,7 +455,6 @@ def test_titles_are_in_the_vocabulary(bert_tokenizer):
 def test_empty_and_blank_strings_are_null_everywhere():
     from tiny import tiny_bert_tokenizer, tiny_schema
 
-    from flip_hf.processing_flip import UNKNOWN_ID
 
     rows = tiny_rows(32)
     rows["gender"][:3] = ["", "   ", "male"]

@@ -12,7 +12,7 @@ from transformers import BertTokenizer
 
 from flip_hf import DataCollatorForFlipCTR, FieldSpec, FlipConfig, FlipForCTR, FlipProcessor, TabularSchema
 from flip_hf.metrics import compute_ctr_metrics
-from flip_hf.processing_flip import NUM_RESERVED_IDS, UNKNOWN_ID
+from flip_hf.configuration_flip import NUM_RESERVED_IDS, UNKNOWN_ID
 
 GOOD, BAD = ["great", "lovely", "superb"], ["awful", "boring", "dull"]
 FILLER = ["the", "movie", "was", "and", "plot", "actors", "music", "really", "quite"]
