@@ -256,7 +256,7 @@ class FlipProcessor(ProcessorMixin):
                 for values in column:
                     _check_multi_value(spec.name, values)
                 counts = Counter(str(v) for values in column if not _is_null(values) for v in values if not _is_null(v))
-                max_values.append(max((len(values) for values in column if not _is_null(values)), default=1) or 1)
+                max_values.append(max((len(values) for values in column if not _is_null(values)), default=1))
             else:
                 counts = Counter(str(v) for v in column if not _is_null(v))
                 max_values.append(1)
@@ -307,7 +307,7 @@ class FlipProcessor(ProcessorMixin):
     def _multi_ids(self, field_index: int, values) -> list[int]:
         slots = self.max_values[field_index]
         _check_multi_value(self.fields[field_index].name, values)
-        if _is_null(values) or len(values) == 0:
+        if _is_null(values):  # None, [], [''], [None, ' ']: one unknown id, like any null
             return [UNKNOWN_ID] + [PAD_ID] * (slots - 1)
         lookup = self._lookups[field_index]
         ids = [UNKNOWN_ID if _is_null(v) else lookup.get(str(v), UNKNOWN_ID) for v in values]
@@ -330,8 +330,7 @@ class FlipProcessor(ProcessorMixin):
         if spec.is_multi_valued:
             if isinstance(value, str):
                 return value
-            texts = [UNKNOWN_TEXT if _is_null(v) else str(v) for v in value]
-            return ", ".join(texts) if texts else UNKNOWN_TEXT
+            return ", ".join(UNKNOWN_TEXT if _is_null(v) else str(v) for v in value)
         if spec.kind == "numeric":
             try:
                 number = float(value)
@@ -340,8 +339,7 @@ class FlipProcessor(ProcessorMixin):
             if math.isnan(number):
                 return UNKNOWN_TEXT
             return str(int(number)) if number.is_integer() else f"{number:.6g}"
-        text = str(value)
-        return text if text.strip() else UNKNOWN_TEXT
+        return str(value)
 
     def _render(self, values: list[str]) -> tuple[str, list[tuple[int, int]]]:
         """Fill the template; return the text and each field's character span."""
@@ -544,12 +542,19 @@ class FlipProcessor(ProcessorMixin):
 
 
 def _is_null(value) -> bool:
-    """None, NaN and empty or whitespace-only strings: each maps to the unknown id and prints as unknown."""
+    """The one null rule, for every field kind: None, NaN, an empty or whitespace-only string, and a list of values
+    (a multi-valued field's cell) with no value that is not null ([], [''], [None, ' ']). A null maps to the unknown
+    id, prints as UNKNOWN_TEXT and is never counted into a vocabulary; a null element of a non-null list maps to the
+    unknown id and prints as UNKNOWN_TEXT in its own place."""
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return all(_is_null(v) for v in value)
+    return False
 
 
 def _as_number(field: str, value) -> float:

@@ -451,30 +451,6 @@ def test_titles_are_in_the_vocabulary(bert_tokenizer):
     assert sorted(processor.vocabularies[4]) == sorted(GENRES)
 
 
-# ------------------------------------------------------------------------------- empty strings
-def test_empty_and_blank_strings_are_null_everywhere():
-    from tiny import tiny_bert_tokenizer, tiny_schema
-
-
-    rows = tiny_rows(32)
-    rows["gender"][:3] = ["", "   ", "male"]
-    rows["age"][:2] = ["", " "]
-    rows["genres"][:3] = [[""], "", ["comedy", " "]]
-    processor = FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(rows)
-    assert "" not in processor.vocabularies[1] and "   " not in processor.vocabularies[1]
-    assert "" not in processor.vocabularies[4] and " " not in processor.vocabularies[4]
-    encoded = processor({key: values[:3] for key, values in rows.items()})  # ids and text, no error
-    slots = processor.max_values
-    genres_start = sum(slots[:4])
-    ids = encoded["feature_ids"]
-    assert [row[1] for row in ids[:2]] == [UNKNOWN_ID, UNKNOWN_ID]  # gender '' and '   '
-    assert [row[2] for row in ids[:2]] == [UNKNOWN_ID, UNKNOWN_ID]  # numeric age '' and ' '
-    assert ids[0][genres_start] == ids[1][genres_start] == UNKNOWN_ID  # genres [''] and ''
-    null_row = processor({key: [None if key in ("gender", "age", "genres") else values[0]] for key, values in rows.items()})
-    blank_row = processor({key: [{"gender": "", "age": " ", "genres": [""]}.get(key, values[0])] for key, values in rows.items()})
-    assert blank_row["feature_ids"] == null_row["feature_ids"] and blank_row["input_ids"] == null_row["input_ids"]
-
-
 def test_a_list_in_a_single_valued_field_names_that_field():
     from tiny import tiny_bert_tokenizer, tiny_schema
 
