@@ -113,6 +113,12 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
     assert set(results["variants"]) == {"FLIP dnn / FLIP_ID", "FLIP dnn / FLIP_PLM", "FLIP dnn / FLIP", "ID-only dnn", "PLM-only",
                                         "LightGBM"}
     assert all({"auc", "logloss"} <= set(seeds[0]["test"]) for seeds in results["variants"].values())
+    # the variants carry train.py's own numbers, and one seed's summary is that seed's value
+    flip_run = json.loads((tmp_path / "FLIP_dnn" / "seed0" / "results.json").read_text())
+    for stage, label in (("flip_id", "FLIP dnn / FLIP_ID"), ("flip_plm", "FLIP dnn / FLIP_PLM"), ("flip", "FLIP dnn / FLIP")):
+        assert results["variants"][label][0]["test"] == flip_run["stages"][stage]["test"], label
+    for label, seeds in results["variants"].items():
+        assert results["summary"][label]["auc"]["mean"] == seeds[0]["test"]["auc"], label
     assert len(reports) == 4  # one after every run, so a benchmark cut short keeps what it measured
     assert [c["claim"] for c in results["claims"]] == ["FLIP_ID (dnn) beats dnn trained without FLIP pretraining",
                                                        "FLIP beats FLIP_ID, FLIP_PLM and every baseline"]

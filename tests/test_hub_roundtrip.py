@@ -154,7 +154,7 @@ def test_model_push_to_hub_and_the_script_publish_the_same(hub_server, trained_f
     assert f'model="{REPO_ID}"' in readme_by_script
 
 
-def test_script_help_is_fast():
+def test_script_help_lists_the_options():
     result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "REPO_ID" in result.stdout.upper()
     assert "--create_pr" in result.stdout and "--revision" in result.stdout

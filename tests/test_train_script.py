@@ -77,14 +77,32 @@ def test_stage_all_writes_every_model_and_the_results(stage_all):
     stages = results["stages"]
     assert set(stages) == set(MODEL_DIRS)
     for name in MODEL_DIRS:
-        assert stages[name]["train_seconds"] > 0 and stages[name]["train_samples_per_second"] > 0, name
+        # timings are recorded, never asserted
+        assert all(math.isfinite(stages[name][key]) for key in ("train_seconds", "train_samples_per_second")), name
         assert stages[name]["global_step"] == 4
+    assert math.isfinite(results["total_seconds"]) and results["backbone"] == "dnn"
+
+
+def test_stage_all_metrics_are_those_of_the_saved_models(stage_all, tiny_dataset_dir):
+    """Each finetuned stage's validation / test metrics are flip_hf.metrics on its saved model's predictions."""
+    from flip_hf import FlipForCTR, FlipProcessor
+    from flip_hf.data import load_saved_dataset
+    from flip_hf.metrics import compute_ctr_metrics
+
+    output_dir, results = stage_all
+    raw, schema = load_saved_dataset(tiny_dataset_dir)
     for name in ("flip_id", "flip_plm", "flip"):
+        model = FlipForCTR.from_pretrained(output_dir / name).eval()
+        processor = FlipProcessor.from_pretrained(output_dir / name)
         for split in ("validation", "test"):
-            metrics = stages[name][split]
-            assert {"auc", "logloss"} <= set(metrics) and metrics["logloss"] > 0, (name, split)
-            assert "gauc" in metrics  # the tiny schema groups by user_id
-    assert results["total_seconds"] > 0 and results["backbone"] == "dnn"
+            rows = raw[split].to_dict()
+            with torch.no_grad():
+                batch = processor(rows, text=model.config.ctr_mode != "id", return_tensors="pt")
+                logits = model(**batch).logits.reshape(-1).numpy()
+            expected = compute_ctr_metrics(logits, rows[schema.label_column], groups=rows[schema.group_column], from_logits=True)
+            metrics = results["stages"][name][split]
+            for key in ("auc", "logloss", "gauc"):  # gAUC: the tiny schema groups by user_id
+                assert metrics[key] == pytest.approx(expected[key], abs=1e-6), (name, split, key)
 
 
 def test_stage_all_model_contents(stage_all):
