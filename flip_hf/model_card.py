@@ -215,8 +215,7 @@ class FlipModelCardData(CardData):
         names = [spec.name for spec in processor.fields]
         if self.dataset_name is None:
             self.dataset_name = processor.schema.name
-        # rendering "{name}" placeholders as values yields the template of any prompt style
-        self.prompt_template = processor.render_text({name: f"{{{name}}}" for name in names})
+        self.prompt_template = processor.template_text()
         if example_row is None or any(name not in example_row for name in names):
             example_row = self.example_row or _typical_row(processor)
         self.example_row = {name: _plain(example_row[name]) for name in names}

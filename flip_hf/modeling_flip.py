@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
@@ -23,6 +24,7 @@ from transformers.utils import logging as transformers_logging
 
 from .backbones import Backbone, build_backbone
 from .configuration_flip import IGNORE_INDEX, NUM_RESERVED_IDS, PAD_ID, FlipConfig
+from .loading import WEIGHTS_FILES, check_source, unreadable_weights
 from .remote_code import save_remote_code
 
 logger = logging.getLogger(__name__)
@@ -322,8 +324,18 @@ class FlipPreTrainedModel(PreTrainedModel):
         An encoder the model needs but the checkpoint lacks entirely (a joint model from an id-only
         checkpoint) starts from random weights: that is warned about loudly, not left to the load report.
         """
+        if pretrained_model_name_or_path is not None:
+            check_source(pretrained_model_name_or_path, WEIGHTS_FILES, "FLIP model weights",
+                         "Save a model there with model.save_pretrained(folder), or pass the folder of a training stage.")
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
+        except SafetensorError as error:
+            broken = unreadable_weights(pretrained_model_name_or_path) or ["its safetensors weights"]
+            raise OSError(
+                f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: {', '.join(broken)} is truncated "
+                f"or corrupted ({error}). Save or download the checkpoint again (from the Hub: force_download=True)."
+            ) from error
         for encoder, what in (("flip.text_encoder.", "language model"), ("flip.id_encoder.", "ID encoder")):
             expected = [name for name in model.state_dict() if name.startswith(encoder)]
             if expected and all(name in info["missing_keys"] for name in expected):

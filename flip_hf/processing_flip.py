@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import PROCESSOR_NAME as PROCESSOR_FILE
 
 from .configuration_flip import NUM_RESERVED_IDS, PAD_ID, UNKNOWN_ID
+from .loading import check_source
 from .schema import FieldSpec, TabularSchema
 
 logger = logging.getLogger(__name__)
@@ -324,6 +326,10 @@ class FlipProcessor(ProcessorMixin):
         """The prompt of one row (handy for model cards and debugging)."""
         return self._render([self._value_text(spec, row[spec.name]) for spec in self.fields])[0]
 
+    def template_text(self) -> str:
+        """The prompt with a "{field}" placeholder for each value: the template, whatever the prompt style."""
+        return self._render([f"{{{spec.name}}}" for spec in self.fields])[0]
+
     def _value_text(self, spec: FieldSpec, value) -> str:
         if _is_null(value):
             return UNKNOWN_TEXT
@@ -332,10 +338,7 @@ class FlipProcessor(ProcessorMixin):
                 return value
             return ", ".join(UNKNOWN_TEXT if _is_null(v) else str(v) for v in value)
         if spec.kind == "numeric":
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                return str(value)
+            number = _as_number(spec.name, value)
             if math.isnan(number):
                 return UNKNOWN_TEXT
             return str(int(number)) if number.is_integer() else f"{number:.6g}"
@@ -536,6 +539,13 @@ class FlipProcessor(ProcessorMixin):
         tokenizer = AutoTokenizer.from_pretrained(plm_name_or_path)
         return cls(tokenizer=tokenizer, schema=schema, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FlipProcessor":
+        """As `ProcessorMixin.from_pretrained`; a local folder without a processor_config.json is named as such."""
+        check_source(pretrained_model_name_or_path, (PROCESSOR_FILE,), "FlipProcessor",
+                     "Save the fitted processor next to the model: processor.save_pretrained(folder).")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "token_field_ids", "feature_ids"]
@@ -558,13 +568,20 @@ def _is_null(value) -> bool:
 
 
 def _as_number(field: str, value) -> float:
+    """The value as a float (NaN stays NaN, a null); raises on text and on infinities, which no bucket can hold."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ValueError(
             f"Numeric field {field!r} got {value!r}, which is not a number. "
             "Convert the column to numbers, or declare the field categorical."
         ) from None
+    if math.isinf(number):
+        raise ValueError(
+            f"Numeric field {field!r} got {value!r}, which is infinite. Replace infinities with a finite number, "
+            "or with None / NaN for a missing value (it maps to the unknown id)."
+        )
+    return number
 
 
 def _check_multi_value(field: str, values) -> None:

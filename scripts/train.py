@@ -169,6 +169,14 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, ModelArguments, Run
         if value is not None and value < 1:
             raise SystemExit(f"--{name} must be at least 1, got {value}; leave it out to use every row.")
     check_backbone(model_args)
+    if model_args.pretrained_model:
+        from flip_hf.loading import WEIGHTS_FILES, check_source
+
+        try:
+            check_source(model_args.pretrained_model, WEIGHTS_FILES, "FLIP checkpoint",
+                         "Pass the pretrain/ folder of a FLIP run (or a Hub repo id).")
+        except FileNotFoundError as error:
+            raise SystemExit(f"--pretrained_model: {error}") from None
     return data_args, model_args, run_args
 
 

@@ -3,6 +3,23 @@
 import pytest
 from hub_server import LocalHub, configure_hf_env
 from huggingface_hub.utils import close_session
+from tiny import TINY_TOKENIZERS, tiny_bert_tokenizer
+
+# ------------------------------------------------------------------------------------------------
+# Tiny tokenizers (tests/tiny.py): WordPiece and byte-level BPE, built in memory
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_TOKENIZERS))
+def tokenizer(request):
+    """Each test that takes it runs once per tokenizer family."""
+    return TINY_TOKENIZERS[request.param]()
+
+
+@pytest.fixture(scope="module")
+def bert_tokenizer():
+    return tiny_bert_tokenizer()
+
 
 # ------------------------------------------------------------------------------------------------
 # Local Hub server (tests/hub_server.py): real `push_to_hub` / `from_pretrained` paths, no network

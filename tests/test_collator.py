@@ -2,19 +2,18 @@
 
 import pytest
 import torch
-from tiny import tiny_bert_tokenizer, tiny_roberta_tokenizer, tiny_rows, tiny_schema
+from tiny import TINY_TOKENIZERS, tiny_bert_tokenizer, tiny_rows, tiny_schema
 
 from flip_hf import DataCollatorForFlipCTR, DataCollatorForFlipPretraining, FieldSpec, FlipProcessor, TabularSchema
 from flip_hf.collator import IGNORE_INDEX
 from flip_hf.configuration_flip import MASK_ID, PAD_ID
 from flip_hf.processing_flip import NO_FIELD
 
-TOKENIZERS = {"bert": tiny_bert_tokenizer, "roberta": tiny_roberta_tokenizer}
 
 
-@pytest.fixture(scope="module", params=sorted(TOKENIZERS))
+@pytest.fixture(scope="module", params=sorted(TINY_TOKENIZERS))
 def processor(request):
-    return FlipProcessor(TOKENIZERS[request.param](), tiny_schema()).fit(tiny_rows(64))
+    return FlipProcessor(TINY_TOKENIZERS[request.param](), tiny_schema()).fit(tiny_rows(64))
 
 
 @pytest.fixture(scope="module")

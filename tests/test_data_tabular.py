@@ -1,3 +1,5 @@
+import json
+
 import datasets
 import pandas as pd
 import pytest
@@ -133,6 +135,8 @@ def test_user_time_through_load_tabular():
         (lambda f: f.drop(columns=["zip"]), r"no column for field\(s\) \['zip'\]"),
         (lambda f: f.drop(columns=["label"]), r"no label column 'label'"),
         (lambda f: f.assign(price=["cheap"] + [1.0] * 19), r"Numeric field 'price' .* 'cheap' at row index 0"),
+        (lambda f: f.assign(price=[1.5] * 7 + [float("-inf")] + [1.0] * 12), r"Numeric field 'price' has the infinite value -inf at row index 7"),
+        (lambda f: f.assign(price=["2"] * 4 + ["inf"] + ["1"] * 15), r"Numeric field 'price' has the infinite value inf at row index 4"),
         (lambda f: f.assign(user=[["x"]] + ["u"] * 19), r"Categorical field 'user' holds a list .*multi_categorical"),
         (lambda f: f.assign(tags=[3] + ["a"] * 19), r"Multi-categorical field 'tags' has 3 at row index 0"),
         (lambda f: f.assign(ts=[None] + [1] * 19), r"time column 'ts' is missing at row index 0"),
@@ -178,6 +182,24 @@ def test_unsupported_and_corrupted_files(tmp_path):
     broken.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(ValueError, match=r"data.parquet.*corrupted.*Supported formats"):
         load_tabular(broken, make_schema())
+    empty = tmp_path / "clicks.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"clicks.csv.*the file is empty"):
+        load_tabular(empty, make_schema())
+
+
+def test_a_saved_dataset_with_an_empty_split_is_refused(tmp_path):
+    from flip_hf.data import load_saved_dataset, save_dataset
+    from flip_hf.data.saved import SCHEMA_FILE
+
+    dataset, schema = load_tabular(make_frame(), make_schema())
+    dataset["validation"] = dataset["validation"].select([])
+    with pytest.raises(ValueError, match=r"saved.*empty splits: validation \(0 rows\)"):
+        save_dataset(dataset, schema, tmp_path / "saved")
+    dataset.save_to_disk(str(tmp_path / "saved"))  # saved around save_dataset, which refuses
+    (tmp_path / "saved" / SCHEMA_FILE).write_text(json.dumps(schema.to_dict()))
+    with pytest.raises(ValueError, match=r"saved.*empty splits: validation \(0 rows\)"):
+        load_saved_dataset(tmp_path / "saved")
 
 
 def test_multi_value_separator():

@@ -7,25 +7,14 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from tiny import GENRES, TITLES, tiny_bert_tokenizer, tiny_roberta_tokenizer, tiny_rows, tiny_schema
+from tiny import GENRES, TITLES, tiny_roberta_tokenizer, tiny_rows, tiny_schema
 
 import flip_hf  # noqa: F401  (registers the Auto classes)
 from flip_hf import FieldSpec, FlipProcessor, TabularSchema
 from flip_hf.configuration_flip import MASK_ID, PAD_ID, UNKNOWN_ID
 from flip_hf.processing_flip import NO_FIELD
 
-TOKENIZERS = {"bert": tiny_bert_tokenizer, "roberta": tiny_roberta_tokenizer}
 LOGGER = "flip_hf.processing_flip"
-
-
-@pytest.fixture(scope="module", params=sorted(TOKENIZERS))
-def tokenizer(request):
-    return TOKENIZERS[request.param]()
-
-
-@pytest.fixture(scope="module")
-def bert_tokenizer():
-    return tiny_bert_tokenizer()
 
 
 def fitted(tokenizer, rows=None, **kwargs):
@@ -224,6 +213,9 @@ def test_prompt_styles_and_user_template(bert_tokenizer):
     assert natural.render_text(row) == "user id is 7. gender is male. age is 30. title is heat. genres are drama."
     assert compact.render_text(row) == "user id: 7 gender: male age: 30 title: heat genres: drama"
     assert custom.render_text(row) == "User 7 (male, 30) rated heat [drama]."
+    assert natural.template_text() == "user id is {user_id}. gender is {gender}. age is {age}. title is {title}. genres are {genres}."
+    assert compact.template_text() == "user id: {user_id} gender: {gender} age: {age} title: {title} genres: {genres}"
+    assert custom.template_text() == "User {user_id} ({gender}, {age}) rated {title} [{genres}]."
     assert len(compact(row)["input_ids"][0]) < len(natural(row)["input_ids"][0])
     out = custom(row)
     for f, spec in enumerate(custom.fields):
@@ -451,10 +443,8 @@ def test_titles_are_in_the_vocabulary(bert_tokenizer):
     assert sorted(processor.vocabularies[4]) == sorted(GENRES)
 
 
-def test_a_list_in_a_single_valued_field_names_that_field():
-    from tiny import tiny_bert_tokenizer, tiny_schema
-
-    processor = FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(tiny_rows(32))
+def test_a_list_in_a_single_valued_field_names_that_field(bert_tokenizer):
+    processor = FlipProcessor(bert_tokenizer, tiny_schema()).fit(tiny_rows(32))
     rows = tiny_rows(2)
     rows["gender"] = ["male", ["male", "female"]]
     for text in (False, True):
@@ -463,4 +453,4 @@ def test_a_list_in_a_single_valued_field_names_that_field():
     bad_train = tiny_rows(8)
     bad_train["age"] = [[30]] * 8
     with pytest.raises(ValueError, match=r"Field 'age' \(numeric\)"):
-        FlipProcessor(tiny_bert_tokenizer(), tiny_schema()).fit(bad_train)
+        FlipProcessor(bert_tokenizer, tiny_schema()).fit(bad_train)

@@ -7,27 +7,16 @@ import math
 
 import numpy as np
 import pytest
-from tiny import tiny_bert_tokenizer, tiny_roberta_tokenizer, tiny_rows, tiny_schema
+from tiny import tiny_rows, tiny_schema
 
 import flip_hf  # noqa: F401  (registers the Auto classes)
 from flip_hf import FieldSpec, FlipProcessor, TabularSchema
 from flip_hf.configuration_flip import PAD_ID, UNKNOWN_ID
 from flip_hf.processing_flip import UNKNOWN_TEXT, _is_null
 
-TOKENIZERS = {"bert": tiny_bert_tokenizer, "roberta": tiny_roberta_tokenizer}
 BLANKS = ["", " ", "   ", "\t\n"]
 NULL_LISTS = [None, [], [""], ["", " "], [None, "  "], [float("nan"), ""], ("",), np.array(["", " "])]
 GENDER, AGE, TITLE, GENRES = 1, 2, 3, 4  # field indexes in tiny_schema()
-
-
-@pytest.fixture(scope="module", params=sorted(TOKENIZERS))
-def tokenizer(request):
-    return TOKENIZERS[request.param]()
-
-
-@pytest.fixture(scope="module")
-def bert_tokenizer():
-    return tiny_bert_tokenizer()
 
 
 def one_row(**values):
@@ -79,6 +68,18 @@ def test_blank_numeric_values_fit_and_map_to_unknown(bert_tokenizer):
         assert processor.render_text({"age": blank}) == processor.render_text({"age": None}) == f"age is {UNKNOWN_TEXT}."
     with pytest.raises(ValueError, match=r"Numeric field 'age' got 'ten', which is not a number"):
         processor.encode_ids({"age": ["ten"]})
+
+
+@pytest.mark.parametrize("infinite", [float("inf"), -math.inf, np.float32("inf"), "inf"])
+def test_an_infinite_numeric_value_is_refused_by_name(bert_tokenizer, infinite):
+    schema = TabularSchema([FieldSpec("age", kind="numeric", num_buckets=4)])
+    with pytest.raises(ValueError, match=r"Numeric field 'age' got .*inf.*, which is infinite"):
+        FlipProcessor(bert_tokenizer, schema).fit({"age": [1.0, 2.0, infinite]})
+    processor = FlipProcessor(bert_tokenizer, schema).fit({"age": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"Numeric field 'age' got .*inf.*, which is infinite"):
+        processor.encode_ids({"age": [infinite]})
+    with pytest.raises(ValueError, match=r"Numeric field 'age' got .*inf.*, which is infinite"):
+        processor.render_text({"age": infinite})
 
 
 @pytest.mark.parametrize("blank", BLANKS[:2])

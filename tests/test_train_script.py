@@ -390,6 +390,7 @@ def test_unknown_backbone_lists_the_valid_ones(train, base_argv, tmp_path):
     (["--backbone_options", "[8]"], "must be a JSON object"),
     (["--max_eval_samples", "0"], "--max_eval_samples must be at least 1, got 0"),
     (["--max_pretrain_samples", "-5"], "--max_pretrain_samples must be at least 1"),
+    (["--stage", "finetune", "--pretrained_model", "/nonexistent/run/pretrain"], r"--pretrained_model: No such folder: '/nonexistent/run/pretrain'"),
 ])
 def test_bad_arguments_are_refused_before_the_run_starts(train, base_argv, tmp_path, flags, message):
     with pytest.raises(SystemExit, match=message):

@@ -38,6 +38,9 @@ def tiny_roberta_tokenizer() -> RobertaTokenizer:
     return RobertaTokenizer(vocab=state["vocab"], merges=merges)
 
 
+TINY_TOKENIZERS = {"bert": tiny_bert_tokenizer, "roberta": tiny_roberta_tokenizer}
+
+
 def tiny_bert_config(vocab_size: int, **overrides) -> BertConfig:
     options = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=128)
     options.update(overrides)

@@ -220,6 +220,8 @@ def read_table(path: str | os.PathLike, schema: TabularSchema | None = None) -> 
         if schema is not None:
             text_columns = {f.name: "string" for f in schema.fields if f.kind != "numeric"}
         return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", dtype=text_columns)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"Cannot read {str(path)!r}: the file is empty. It needs a header row and data rows.") from None
     except (pa.ArrowException, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise ValueError(
             f"Cannot read {str(path)!r}: the file is corrupted or not in the format its name says "
@@ -365,6 +367,13 @@ def _as_numbers(column: pd.Series, name: str, where: str) -> pd.Series:
                     "kind='categorical'."
                 ) from None
         column = pd.Series(values, index=column.index, dtype="float64")
+    infinite = column[np.isinf(column.to_numpy(dtype="float64", na_value=np.nan))]
+    if len(infinite):
+        raise ValueError(
+            f"Numeric field {name!r} has the infinite value {_plain(infinite.iloc[0])!r} at row index "
+            f"{_plain(infinite.index[0])!r} of {where} ({len(infinite)} such rows). Replace infinities with a "
+            "finite number, or with NaN for a missing value."
+        )
     present = column.dropna()
     if (present == np.floor(present)).all():
         return column.astype("Int64")
