@@ -27,6 +27,7 @@ from .model_card import FlipModelCardCallback, FlipModelCardData
 from .pipeline import CTRPredictionPipeline, register_pipeline
 from .processing_flip import FlipProcessor
 from .schema import FieldSpec, TabularSchema
+from .tensor_dataset import FlipTensorDataset
 from .text_cache import cache_text_embeddings
 
 __version__ = "0.1.0"
@@ -59,6 +60,7 @@ __all__ = [
     "FlipModelOutput",
     "FlipPreTrainedModel",
     "FlipProcessor",
+    "FlipTensorDataset",
     "TabularSchema",
     "cache_text_embeddings",
 ]

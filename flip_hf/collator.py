@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from .configuration_flip import IGNORE_INDEX, MASK_ID, MASKING_MODES, PAD_ID
-from .processing_flip import NO_FIELD, FlipProcessor
-
-
-def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
-    """Stack processor outputs into tensors, padding the text to the longest row of the batch."""
-    batch: dict[str, torch.Tensor] = {
-        "feature_ids": torch.tensor([f["feature_ids"] for f in features], dtype=torch.long),
-    }
-    if "text_embeds" in features[0]:  # precomputed vectors of a frozen PLM: the tokens are not needed
-        batch["text_embeds"] = torch.tensor([f["text_embeds"] for f in features], dtype=torch.float)
-    elif "input_ids" in features[0]:
-        length = max(len(f["input_ids"]) for f in features)
-        if pad_to_multiple_of:
-            length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-        padding = {"input_ids": pad_token_id, "attention_mask": 0, "token_field_ids": NO_FIELD}
-        for key, value in padding.items():
-            batch[key] = torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
-    if "labels" in features[0]:
-        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float)
-    return batch
+from .configuration_flip import IGNORE_INDEX, MASK_ID, MASKING_MODES, NO_FIELD, PAD_ID
+from .padding import pad_features
+from .processing_flip import FlipProcessor
 
 
 @dataclass
@@ -50,7 +33,9 @@ class DataCollatorForFlipCTR:
         encoded = self.processor(columns, text=self.text)
         return [dict(zip(encoded, row)) for row in zip(*encoded.values())]
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: list[dict[str, Any]] | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if isinstance(features, Mapping):  # a batch that FlipTensorDataset already stacked
+            return {k: v for k, v in features.items() if self.text or k != "text_embeds"}
         features = self._encode(features)
         if not self.text:
             features = [{k: v for k, v in f.items() if k in ("feature_ids", "labels")} for f in features]

@@ -14,6 +14,8 @@ MASK_ID = 2
 NUM_RESERVED_IDS = 3
 # Label value that MLM and MTM skip (torch's cross-entropy default).
 IGNORE_INDEX = -100
+# token_field_ids of a token that belongs to no field's value (special tokens, template words, padding).
+NO_FIELD = -1
 
 CTR_MODES = ("id", "text", "joint")
 MASKING_MODES = ("field", "token")
@@ -29,6 +31,8 @@ class FlipConfig(PreTrainedConfig):
             included) and `num_slots` (1, or the padded length of a multi-valued field). Take it from
             `FlipProcessor.field_infos()`.
         embedding_size (`int`): size d of each field embedding (reference: 32).
+        embedding_l2 (`float`): CTR training adds `embedding_l2 / 2 * ||E||^2` of the whole ID embedding
+            table to the loss (FuxiCTR's `embedding_regularizer`): rare ids shrink towards zero.
         backbone (`str`) / backbone_options (`dict`): the ID-based CTR network and its options.
         text_config (`dict` or `PreTrainedConfig`): the PLM's own config, rebuilt by `model_type`.
         text_model_name_or_path (`str`): where the PLM came from (model cards cite it as base model).
@@ -65,6 +69,7 @@ class FlipConfig(PreTrainedConfig):
 
     fields: list[dict[str, Any]] | None = None
     embedding_size: int = 32
+    embedding_l2: float = 0.0
     backbone: str = "dcnv2"
     backbone_options: dict[str, Any] | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -130,7 +135,7 @@ class FlipConfig(PreTrainedConfig):
                 raise ValueError(f"Unknown {name} {getattr(self, name)!r}; valid choices: {', '.join(choices)}.")
         if self.text_head_hidden_size < 0:
             raise ValueError(f"text_head_hidden_size must be >= 0, got {self.text_head_hidden_size}.")
-        for name in ("mlm_weight", "mtm_weight", "icl_weight"):
+        for name in ("mlm_weight", "mtm_weight", "icl_weight", "embedding_l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.mlm_weight == self.mtm_weight == self.icl_weight == 0:

@@ -593,6 +593,8 @@ class FlipForCTR(FlipPreTrainedModel):
     * "joint" (FLIP): p = sigmoid(alpha * z_id + (1 - alpha) * z_text + b), alpha learnable, trained with
       BCE(p) + BCE(sigmoid(z_id)) + BCE(sigmoid(z_text)).
 
+    In training, modes with an ID side add `config.embedding_l2 / 2 * ||E||^2` of the ID embedding table.
+
     `FlipForCTR.from_pretrained(<pretraining checkpoint>, ctr_mode=...)` reuses the aligned encoders;
     the load report lists the new heads (pretraining heads are dropped without noise).
 
@@ -674,6 +676,9 @@ class FlipForCTR(FlipPreTrainedModel):
             if mode == "joint":
                 loss = loss + F.binary_cross_entropy_with_logits(id_logits, labels)
                 loss = loss + F.binary_cross_entropy_with_logits(text_logits, labels)
+            if self.training and self.config.embedding_l2 and self.id_head is not None:
+                table = self.flip.id_encoder.embeddings.embedding.weight
+                loss = loss + self.config.embedding_l2 / 2 * table.pow(2).sum()
         return FlipForCTROutput(
             loss=loss,
             logits=logits,

@@ -5,7 +5,7 @@ The processor owns everything needed to turn raw field values into model inputs:
 * per-field vocabularies fit on the training split (FuxiCTR style), with reserved ids
   0 = padding, 1 = unknown (unseen, rare or null), 2 = mask,
 * quantile bucket boundaries for numeric fields,
-* the prompt template and the tokenizer.
+* the prompt template (`flip_hf.prompting`) and the tokenizer.
 
 Text and IDs come from the same row, and the tokenizer's offset mapping ties every value token
 back to its field (`token_field_ids`), which is what field-level masking needs.
@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import string
 import unicodedata
 from collections import Counter
 from typing import Any
@@ -28,65 +27,17 @@ from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import PROCESSOR_NAME as PROCESSOR_FILE
 
-from .configuration_flip import NUM_RESERVED_IDS, PAD_ID, UNKNOWN_ID
+from .configuration_flip import NO_FIELD, NUM_RESERVED_IDS, PAD_ID, UNKNOWN_ID
 from .loading import check_source
+from .prompting import PromptTemplate, value_text
 from .schema import FieldSpec, TabularSchema
+from .values import as_number, is_null
 
 logger = logging.getLogger(__name__)
 
-NO_FIELD = -1
 
-PROMPT_STYLES = ("natural", "compact")
 # The one vocabulary entry of a free-text field: its ID says whether a text is there, nothing more.
 TEXT_PRESENT = "<text>"
-UNKNOWN_TEXT = "unknown"
-
-
-def _segments_for_style(schema: TabularSchema, style: str) -> list[tuple[str, int | None]]:
-    """The built-in templates as (literal text, field index) segments.
-
-    natural (the paper): "user id is 196. gender is male. ... genres are comedy, drama."
-    compact (fewer tokens): "user id: 196 gender: male ... genres: comedy, drama"
-    """
-    segments: list[tuple[str, int | None]] = []
-    for index, spec in enumerate(schema.fields):
-        lead = " " if index else ""
-        if style == "natural":
-            verb = "are" if spec.is_multi_valued else "is"
-            segments += [(f"{lead}{spec.prompt_name} {verb} ", None), ("", index), (".", None)]
-        else:
-            segments += [(f"{lead}{spec.prompt_name}: ", None), ("", index)]
-    return segments
-
-
-def _segments_for_template(schema: TabularSchema, template: str) -> list[tuple[str, int | None]]:
-    """Parse a user template such as "User {user_id} ({gender}) rated {title}." into segments."""
-    names = schema.field_names
-    segments: list[tuple[str, int | None]] = []
-    seen: list[str] = []
-    for literal, name, spec, conversion in string.Formatter().parse(template):
-        if literal:
-            segments.append((literal, None))
-        if name is None:
-            continue
-        if name not in names:
-            raise ValueError(
-                f"prompt_template names {{{name}}}, which is not a field. Fields are {names}; "
-                "use their names in braces, e.g. '{user_id}'."
-            )
-        if spec or conversion:
-            raise ValueError(f"prompt_template: write {{{name}}} without a format spec or conversion.")
-        if name in seen:
-            raise ValueError(f"prompt_template uses {{{name}}} twice; each field must appear exactly once.")
-        seen.append(name)
-        segments.append(("", names.index(name)))
-    missing = [n for n in names if n not in seen]
-    if missing:
-        raise ValueError(
-            f"prompt_template leaves out field(s) {missing}. Every field must appear once, or the text "
-            "side never sees it; add them, or drop them from the schema."
-        )
-    return segments
 
 
 class FlipProcessor(ProcessorMixin):
@@ -132,10 +83,9 @@ class FlipProcessor(ProcessorMixin):
             )
         if schema is None:
             raise ValueError("FlipProcessor needs a schema: a TabularSchema listing the fields.")
-        if prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"Unknown prompt_style {prompt_style!r}; valid styles: {', '.join(PROMPT_STYLES)}.")
         super().__init__(tokenizer, **kwargs)
         self.schema = schema if isinstance(schema, TabularSchema) else TabularSchema.from_dict(schema)
+        self.prompt = PromptTemplate(self.schema, prompt_style, prompt_template)
         self.prompt_style = prompt_style
         self.prompt_template = prompt_template
         self.max_length = max_length
@@ -143,10 +93,6 @@ class FlipProcessor(ProcessorMixin):
         self.vocabularies = vocabularies
         self.bucket_boundaries = bucket_boundaries
         self.max_values = max_values
-        if prompt_template is not None:
-            self._segments = _segments_for_template(self.schema, prompt_template)
-        else:
-            self._segments = _segments_for_style(self.schema, prompt_style)
         self._build_lookups()
         self._segment_plan = None  # decided on first use, see _plan_segments
 
@@ -242,7 +188,7 @@ class FlipProcessor(ProcessorMixin):
         for spec in self.fields:
             column = list(train_split[spec.name])
             if spec.kind == "numeric":
-                numbers = np.asarray([_as_number(spec.name, v) for v in column if not _is_null(v)], dtype=np.float64)
+                numbers = np.asarray([as_number(spec.name, v) for v in column if not is_null(v)], dtype=np.float64)
                 numbers = numbers[~np.isnan(numbers)]
                 edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1])) if len(numbers) else []
                 boundaries.append([float(e) for e in edges])
@@ -257,10 +203,10 @@ class FlipProcessor(ProcessorMixin):
             if spec.is_multi_valued:
                 for values in column:
                     _check_multi_value(spec.name, values)
-                counts = Counter(str(v) for values in column if not _is_null(values) for v in values if not _is_null(v))
-                max_values.append(max((len(values) for values in column if not _is_null(values)), default=1))
+                counts = Counter(str(v) for values in column if not is_null(values) for v in values if not is_null(v))
+                max_values.append(max((len(values) for values in column if not is_null(values)), default=1))
             else:
-                counts = Counter(str(v) for v in column if not _is_null(v))
+                counts = Counter(str(v) for v in column if not is_null(v))
                 max_values.append(1)
             # most frequent first; ties broken by value so the vocabulary is deterministic
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
@@ -291,17 +237,17 @@ class FlipProcessor(ProcessorMixin):
                     row.extend(self._multi_ids(field_index, values))
             elif spec.kind == "text":
                 for row, value in zip(rows, column):
-                    row.append(UNKNOWN_ID if _is_null(value) else NUM_RESERVED_IDS)
+                    row.append(UNKNOWN_ID if is_null(value) else NUM_RESERVED_IDS)
             else:
                 lookup = self._lookups[field_index]
                 for row, value in zip(rows, column):
-                    row.append(UNKNOWN_ID if _is_null(value) else lookup.get(str(value), UNKNOWN_ID))
+                    row.append(UNKNOWN_ID if is_null(value) else lookup.get(str(value), UNKNOWN_ID))
         return rows
 
     def _bucket_id(self, field_index: int, value) -> int:
-        if _is_null(value):
+        if is_null(value):
             return UNKNOWN_ID
-        number = _as_number(self.fields[field_index].name, value)
+        number = as_number(self.fields[field_index].name, value)
         if math.isnan(number):
             return UNKNOWN_ID
         return NUM_RESERVED_IDS + bisect.bisect_right(self.bucket_boundaries[field_index], number)
@@ -309,10 +255,10 @@ class FlipProcessor(ProcessorMixin):
     def _multi_ids(self, field_index: int, values) -> list[int]:
         slots = self.max_values[field_index]
         _check_multi_value(self.fields[field_index].name, values)
-        if _is_null(values):  # None, [], [''], [None, ' ']: one unknown id, like any null
+        if is_null(values):  # None, [], [''], [None, ' ']: one unknown id, like any null
             return [UNKNOWN_ID] + [PAD_ID] * (slots - 1)
         lookup = self._lookups[field_index]
-        ids = [UNKNOWN_ID if _is_null(v) else lookup.get(str(v), UNKNOWN_ID) for v in values]
+        ids = [UNKNOWN_ID if is_null(v) else lookup.get(str(v), UNKNOWN_ID) for v in values]
         if len(ids) > slots:
             logger.warning(
                 "Field %r has %d values in a row but the processor was fit with %d slots; the last %d values "
@@ -324,44 +270,16 @@ class FlipProcessor(ProcessorMixin):
 
     def render_text(self, row: dict[str, Any]) -> str:
         """The prompt of one row (handy for model cards and debugging)."""
-        return self._render([self._value_text(spec, row[spec.name]) for spec in self.fields])[0]
+        return self.prompt.render_row(row)
 
     def template_text(self) -> str:
         """The prompt with a "{field}" placeholder for each value: the template, whatever the prompt style."""
-        return self._render([f"{{{spec.name}}}" for spec in self.fields])[0]
-
-    def _value_text(self, spec: FieldSpec, value) -> str:
-        if _is_null(value):
-            return UNKNOWN_TEXT
-        if spec.is_multi_valued:
-            if isinstance(value, str):
-                return value
-            return ", ".join(UNKNOWN_TEXT if _is_null(v) else str(v) for v in value)
-        if spec.kind == "numeric":
-            number = _as_number(spec.name, value)
-            if math.isnan(number):
-                return UNKNOWN_TEXT
-            return str(int(number)) if number.is_integer() else f"{number:.6g}"
-        return str(value)
-
-    def _render(self, values: list[str]) -> tuple[str, list[tuple[int, int]]]:
-        """Fill the template; return the text and each field's character span."""
-        parts, spans, position = [], [None] * len(values), 0
-        for literal, field_index in self._segments:
-            if field_index is None:
-                parts.append(literal)
-                position += len(literal)
-            else:
-                value = values[field_index]
-                spans[field_index] = (position, position + len(value))
-                parts.append(value)
-                position += len(value)
-        return "".join(parts), spans
+        return self.prompt.placeholder_text()
 
     def encode_text(self, batch: dict[str, list]) -> dict[str, list[list[int]]]:
         """Tokenize the prompts; `token_field_ids` maps each token to its field (-1: template/special)."""
         num_rows = self._check_batch(batch, require_label=False)
-        value_texts = [[self._value_text(spec, v) for v in batch[spec.name]] for spec in self.fields]
+        value_texts = [[value_text(spec, v) for v in batch[spec.name]] for spec in self.fields]
         rows = [[column[i] for column in value_texts] for i in range(num_rows)]
         if self._segment_plan is None:
             self._segment_plan = self._plan_segments(rows[:32])
@@ -399,7 +317,7 @@ class FlipProcessor(ProcessorMixin):
 
     def _encode_whole(self, rows: list[list[str]]):
         """Exact path for any fast tokenizer: tokenize each prompt, align tokens through offsets."""
-        rendered = [self._render(values) for values in rows]
+        rendered = [self.prompt.render(values) for values in rows]
         encoded = self.tokenizer(
             [text for text, _ in rendered], add_special_tokens=True, return_offsets_mapping=True,
             return_attention_mask=False, truncation=False,
@@ -417,7 +335,7 @@ class FlipProcessor(ProcessorMixin):
         backend = self.tokenizer.backend_tokenizer
         if type(backend.pre_tokenizer).__name__ != "BertPreTokenizer" or type(backend.model).__name__ != "WordPiece":
             return False
-        pieces = self._segments
+        pieces = self.prompt.segments
         for position, (literal, field) in enumerate(pieces):
             if field is None:
                 continue
@@ -478,7 +396,7 @@ class FlipProcessor(ProcessorMixin):
             for f, offsets in enumerate(value_tokens["offset_mapping"]):
                 if kept[f] < len(offsets):
                     values[f] = values[f][: offsets[kept[f] - 1][1]]
-            text, spans = self._render(values)
+            text, spans = self.prompt.render(values)
             encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
             length = len(encoded["input_ids"])
             if length <= self.max_length:
@@ -503,7 +421,7 @@ class FlipProcessor(ProcessorMixin):
         if label_column in batch:
             output["labels"] = _check_labels(batch[label_column], label_column)
         if return_tensors is not None:
-            from .collator import pad_features  # local import: the collator imports torch
+            from .padding import pad_features  # imports torch: only when tensors are asked for
 
             output = pad_features([dict(zip(output, row)) for row in zip(*output.values())], self.tokenizer.pad_token_id)
         return output
@@ -551,41 +469,8 @@ class FlipProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "token_field_ids", "feature_ids"]
 
 
-def _is_null(value) -> bool:
-    """The one null rule, for every field kind: None, NaN, an empty or whitespace-only string, and a list of values
-    (a multi-valued field's cell) with no value that is not null ([], [''], [None, ' ']). A null maps to the unknown
-    id, prints as UNKNOWN_TEXT and is never counted into a vocabulary; a null element of a non-null list maps to the
-    unknown id and prints as UNKNOWN_TEXT in its own place."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return all(_is_null(v) for v in value)
-    return False
-
-
-def _as_number(field: str, value) -> float:
-    """The value as a float (NaN stays NaN, a null); raises on text and on infinities, which no bucket can hold."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"Numeric field {field!r} got {value!r}, which is not a number. "
-            "Convert the column to numbers, or declare the field categorical."
-        ) from None
-    if math.isinf(number):
-        raise ValueError(
-            f"Numeric field {field!r} got {value!r}, which is infinite. Replace infinities with a finite number, "
-            "or with None / NaN for a missing value (it maps to the unknown id)."
-        )
-    return number
-
-
 def _check_multi_value(field: str, values) -> None:
-    if isinstance(values, str) and not _is_null(values):
+    if isinstance(values, str) and not is_null(values):
         raise ValueError(
             f"Multi-valued field {field!r} got the string {values!r}; it needs a list of values. "
             "Split it first (load_tabular(..., multi_value_separator='|') does this)."

@@ -6,8 +6,7 @@ from tiny import TINY_TOKENIZERS, tiny_bert_tokenizer, tiny_rows, tiny_schema
 
 from flip_hf import DataCollatorForFlipCTR, DataCollatorForFlipPretraining, FieldSpec, FlipProcessor, TabularSchema
 from flip_hf.collator import IGNORE_INDEX
-from flip_hf.configuration_flip import MASK_ID, PAD_ID
-from flip_hf.processing_flip import NO_FIELD
+from flip_hf.configuration_flip import MASK_ID, NO_FIELD, PAD_ID
 
 
 

@@ -148,6 +148,25 @@ def test_ctr_modes_need_their_inputs(bert):
         pretraining_model(bert)(**{k: v for k, v in bert.pretraining_batch().items() if k != "masked_input_ids"})
 
 
+@pytest.mark.parametrize("mode", ["id", "joint"])
+def test_embedding_l2_adds_the_table_norm_in_training_only(bert, mode):
+    batch = bert.ctr_batch()
+    plain, regularised = ctr_model(bert, mode), ctr_model(bert, mode, embedding_l2=0.5)
+    table = regularised.flip.id_encoder.embeddings.embedding.weight
+    with torch.no_grad():  # the initial std 1e-4 would make the penalty vanish next to the loss
+        table.normal_()
+        plain.flip.id_encoder.embeddings.embedding.weight.copy_(table)
+    plain.train(), regularised.train()
+    torch.manual_seed(1)
+    expected = plain(**batch).loss + 0.25 * table.pow(2).sum()
+    torch.manual_seed(1)
+    assert torch.allclose(regularised(**batch).loss, expected)
+    plain.eval(), regularised.eval()
+    assert torch.equal(regularised(**batch).loss, plain(**batch).loss)  # eval losses stay comparable
+    with pytest.raises(ValueError, match="embedding_l2 must be >= 0"):
+        bert.config(embedding_l2=-0.1)
+
+
 # ------------------------------------------------------------------------------------ gradient paths
 ID_EMBEDDINGS = "flip.id_encoder.embeddings"
 ID_BACKBONE = "flip.id_encoder.backbone"

@@ -11,8 +11,7 @@ from tiny import GENRES, TITLES, tiny_roberta_tokenizer, tiny_rows, tiny_schema
 
 import flip_hf  # noqa: F401  (registers the Auto classes)
 from flip_hf import FieldSpec, FlipProcessor, TabularSchema
-from flip_hf.configuration_flip import MASK_ID, PAD_ID, UNKNOWN_ID
-from flip_hf.processing_flip import NO_FIELD
+from flip_hf.configuration_flip import MASK_ID, NO_FIELD, PAD_ID, UNKNOWN_ID
 
 LOGGER = "flip_hf.processing_flip"
 

@@ -12,7 +12,8 @@ from tiny import tiny_rows, tiny_schema
 import flip_hf  # noqa: F401  (registers the Auto classes)
 from flip_hf import FieldSpec, FlipProcessor, TabularSchema
 from flip_hf.configuration_flip import PAD_ID, UNKNOWN_ID
-from flip_hf.processing_flip import UNKNOWN_TEXT, _is_null
+from flip_hf.prompting import UNKNOWN_TEXT
+from flip_hf.values import is_null
 
 BLANKS = ["", " ", "   ", "\t\n"]
 NULL_LISTS = [None, [], [""], ["", " "], [None, "  "], [float("nan"), ""], ("",), np.array(["", " "])]
@@ -42,7 +43,7 @@ def encode(processor, row):
     + [("a", False), (" a ", False), (0, False), (0.0, False), ("0", False), (["a", ""], False), ([None, "x"], False)],
 )
 def test_is_null_is_the_one_rule(value, null):
-    assert _is_null(value) is null
+    assert is_null(value) is null
 
 
 def test_blank_categorical_values_are_not_in_the_vocabulary_and_map_to_unknown(bert_tokenizer):
@@ -52,7 +53,7 @@ def test_blank_categorical_values_are_not_in_the_vocabulary_and_map_to_unknown(b
     rows["title"][:2] = ["", "  "]
     nulled["title"][:2] = [None, None]
     processor = FlipProcessor(bert_tokenizer, tiny_schema()).fit(rows)
-    assert not any(_is_null(value) for vocab in processor.vocabularies for value in vocab)
+    assert not any(is_null(value) for vocab in processor.vocabularies for value in vocab)
     assert processor.vocabularies == FlipProcessor(bert_tokenizer, tiny_schema()).fit(nulled).vocabularies
     ids = processor.encode_ids({"gender": BLANKS, **{k: v[:4] for k, v in tiny_rows(4).items() if k != "gender"}})
     assert [row[GENDER] for row in ids] == [UNKNOWN_ID] * 4
@@ -148,6 +149,6 @@ def test_save_and_load_round_trip_keeps_the_null_rule(tokenizer, tmp_path):
     assert state(loaded) == state(processor)
     assert loaded.vocabulary_fingerprint() == processor.vocabulary_fingerprint()
     assert loaded(rows) == processor(rows)
-    assert not any(_is_null(value) for vocab in loaded.vocabularies for value in vocab)
+    assert not any(is_null(value) for vocab in loaded.vocabularies for value in vocab)
     assert [row[GENDER] for row in loaded(rows)["feature_ids"][:3]] == [UNKNOWN_ID] * 3
     assert not any(isinstance(e, float) and math.isnan(e) for edges in loaded.bucket_boundaries if edges for e in edges)

@@ -1,0 +1,28 @@
+"""Encoded rows to tensors: one padding rule for the processor (`return_tensors="pt"`) and the collators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .configuration_flip import NO_FIELD
+
+
+def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+    """Stack processor outputs into tensors, padding the text to the longest row of the batch."""
+    batch: dict[str, torch.Tensor] = {
+        "feature_ids": torch.tensor([f["feature_ids"] for f in features], dtype=torch.long),
+    }
+    if "text_embeds" in features[0]:  # precomputed vectors of a frozen PLM: the tokens are not needed
+        batch["text_embeds"] = torch.tensor([f["text_embeds"] for f in features], dtype=torch.float)
+    elif "input_ids" in features[0]:
+        length = max(len(f["input_ids"]) for f in features)
+        if pad_to_multiple_of:
+            length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+        padding = {"input_ids": pad_token_id, "attention_mask": 0, "token_field_ids": NO_FIELD}
+        for key, value in padding.items():
+            batch[key] = torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
+    if "labels" in features[0]:
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float)
+    return batch
