@@ -31,6 +31,8 @@ class FlipConfig(PreTrainedConfig):
             included) and `num_slots` (1, or the padded length of a multi-valued field). Take it from
             `FlipProcessor.field_infos()`.
         embedding_size (`int`): size d of each field embedding (reference: 32).
+        id_first_order (`bool`): add a first-order term to the ID logit, a learned scalar per feature value
+            (logistic regression next to the backbone, as the reference's FuxiCTR models have).
         embedding_l2 (`float`): CTR training adds `embedding_l2 / 2 * ||E||^2` of the whole ID embedding
             table to the loss (FuxiCTR's `embedding_regularizer`): rare ids shrink towards zero.
         backbone (`str`) / backbone_options (`dict`): the ID-based CTR network and its options.
@@ -70,6 +72,7 @@ class FlipConfig(PreTrainedConfig):
     fields: list[dict[str, Any]] | None = None
     embedding_size: int = 32
     embedding_l2: float = 0.0
+    id_first_order: bool = False
     backbone: str = "dcnv2"
     backbone_options: dict[str, Any] | None = None
     text_config: dict | PreTrainedConfig | None = None

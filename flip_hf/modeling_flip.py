@@ -593,7 +593,8 @@ class FlipForCTR(FlipPreTrainedModel):
     * "joint" (FLIP): p = sigmoid(alpha * z_id + (1 - alpha) * z_text + b), alpha learnable, trained with
       BCE(p) + BCE(sigmoid(z_id)) + BCE(sigmoid(z_text)).
 
-    In training, modes with an ID side add `config.embedding_l2 / 2 * ||E||^2` of the ID embedding table.
+    With `config.id_first_order` the ID logit also sums a learned scalar per feature value. In training,
+    modes with an ID side add `config.embedding_l2 / 2 * ||E||^2` of the ID embedding tables.
 
     `FlipForCTR.from_pretrained(<pretraining checkpoint>, ctr_mode=...)` reuses the aligned encoders;
     the load report lists the new heads (pretraining heads are dropped without noise).
@@ -609,6 +610,7 @@ class FlipForCTR(FlipPreTrainedModel):
         super().__init__(config)
         self.flip = FlipModel(config, with_ids=config.uses_ids, with_text=config.uses_text)
         self.id_head = nn.Linear(self.flip.id_encoder.output_size, 1) if config.uses_ids else None
+        self.id_first_order = FlipFieldEmbeddings(config.fields, 1) if config.uses_ids and config.id_first_order else None
         self.text_head = _text_head(config) if config.uses_text else None
         if config.uses_text and config.freeze_text_encoder:
             self.flip.text_encoder.requires_grad_(False)
@@ -657,6 +659,8 @@ class FlipForCTR(FlipPreTrainedModel):
         id_logits = text_logits = None
         if self.id_head is not None:
             id_logits = self.id_head(self.flip.encode_ids(feature_ids)).squeeze(-1)
+            if self.id_first_order is not None:
+                id_logits = id_logits + self.id_first_order(feature_ids).sum(dim=(1, 2))
         if self.text_head is not None:
             if text_embeds is None:
                 text_embeds = self.embed_text(input_ids, attention_mask)
@@ -677,8 +681,8 @@ class FlipForCTR(FlipPreTrainedModel):
                 loss = loss + F.binary_cross_entropy_with_logits(id_logits, labels)
                 loss = loss + F.binary_cross_entropy_with_logits(text_logits, labels)
             if self.training and self.config.embedding_l2 and self.id_head is not None:
-                table = self.flip.id_encoder.embeddings.embedding.weight
-                loss = loss + self.config.embedding_l2 / 2 * table.pow(2).sum()
+                tables = [self.flip.id_encoder.embeddings] + ([self.id_first_order] if self.id_first_order is not None else [])
+                loss = loss + self.config.embedding_l2 / 2 * sum(t.embedding.weight.pow(2).sum() for t in tables)
         return FlipForCTROutput(
             loss=loss,
             logits=logits,

@@ -79,6 +79,7 @@ class ModelArguments:
     backbone: str = field(default="dcnv2", metadata={"help": "ID backbone: dnn, lr, fm, deepfm, widedeep, dcn, dcnv2, autoint, xdeepfm."})
     backbone_options: str = field(default="{}", metadata={"help": "JSON options of the backbone."})
     embedding_size: int = 32
+    id_first_order: bool = field(default=False, metadata={"help": "Add a first-order (LR) term to the ID logit."})
     embedding_l2: float = field(default=0.0, metadata={"help": "L2 on the ID embedding table in CTR training (FuxiCTR: 0.01)."})
     mlm_weight: float = 1.0
     mtm_weight: float = 1.0

@@ -167,6 +167,20 @@ def test_embedding_l2_adds_the_table_norm_in_training_only(bert, mode):
         bert.config(embedding_l2=-0.1)
 
 
+def test_first_order_term_adds_one_scalar_per_feature_value(bert):
+    batch = bert.ctr_batch()
+    model = ctr_model(bert, "id", id_first_order=True).eval()
+    table = model.id_first_order.embedding.weight
+    with torch.no_grad():
+        table.zero_()
+        base = model(**batch).logits
+        table[model.id_first_order.field_offsets[0] + batch["feature_ids"][0, 0]] = 1.5  # row 0's value of field 0
+    shift = model(**batch).logits - base
+    same_value = batch["feature_ids"][:, 0] == batch["feature_ids"][0, 0]
+    assert torch.allclose(shift, 1.5 * same_value.float())
+    assert ctr_model(bert, "id").id_first_order is None and ctr_model(bert, "text", id_first_order=True).id_first_order is None
+
+
 # ------------------------------------------------------------------------------------ gradient paths
 ID_EMBEDDINGS = "flip.id_encoder.embeddings"
 ID_BACKBONE = "flip.id_encoder.backbone"
