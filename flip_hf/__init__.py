@@ -1,7 +1,7 @@
 """flip_hf: FLIP (RecSys 2024) CTR models for the Hugging Face stack.
 
-Importing the package registers FLIP with the Auto classes and the "ctr-prediction" pipeline, and
-marks the classes for remote code so every saved checkpoint also loads without flip_hf.
+Importing the package registers FLIP with the Auto classes and the "ctr-prediction" pipeline; every
+saved checkpoint also carries FLIP's code, so it loads without flip_hf (`trust_remote_code=True`).
 """
 
 from transformers import (
@@ -23,6 +23,7 @@ from .modeling_flip import (
     FlipModelOutput,
     FlipPreTrainedModel,
 )
+from .hub import push_to_hub, save_pretrained
 from .model_card import FlipModelCardCallback, FlipModelCardData
 from .pipeline import CTRPredictionPipeline, register_pipeline
 from .processing_flip import FlipProcessor
@@ -38,9 +39,8 @@ AutoModelForSequenceClassification.register(FlipConfig, FlipForCTR, exist_ok=Tru
 AutoModelForPreTraining.register(FlipConfig, FlipForPretraining, exist_ok=True)
 AutoProcessor.register(FlipConfig, FlipProcessor, exist_ok=True)
 
+# the models' code is saved by FlipPreTrainedModel.save_pretrained (remote_code.py), which bundles the backbone zoo
 FlipConfig.register_for_auto_class()
-FlipForCTR.register_for_auto_class("AutoModel")
-FlipForPretraining.register_for_auto_class("AutoModelForPreTraining")
 FlipProcessor.register_for_auto_class()
 register_pipeline()
 
@@ -63,4 +63,6 @@ __all__ = [
     "FlipTensorDataset",
     "TabularSchema",
     "cache_text_embeddings",
+    "push_to_hub",
+    "save_pretrained",
 ]

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CardData, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CardData, EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
@@ -485,36 +485,6 @@ def refresh_model_card(checkpoint_dir, model_id: str | None = None) -> None:
         logger.warning("Could not refresh the model card in %s; uploading it as it is.", checkpoint_dir, exc_info=True)
 
 
-def upload_checkpoint(
-    checkpoint_dir,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    token: str | bool | None = None,
-    commit_message: str | None = None,
-):
-    """Publish a saved checkpoint directory (model, processor, card) to the Hub in one commit.
-
-    `scripts/push_to_hub.py` and `FlipPreTrainedModel.push_to_hub` both go through here, so they
-    upload the same files and the same README. Returns the `CommitInfo`.
-    """
-    api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    refresh_model_card(checkpoint_dir, model_id=repo_id)
-    if revision is not None and not create_pr:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=checkpoint_dir,
-        revision=revision,
-        create_pr=create_pr,
-        commit_message=commit_message or "Upload FLIP model",
-        ignore_patterns=["_*", "checkpoint-*"],  # what Trainer.push_to_hub leaves out too
-    )
-
-
 class FlipModelCardCallback(TrainerCallback):
     """Fills `model.model_card_data` during training, so that every save writes a complete card.
 
@@ -592,5 +562,4 @@ __all__ = [
     "generate_model_card",
     "refresh_model_card",
     "save_model_card",
-    "upload_checkpoint",
 ]

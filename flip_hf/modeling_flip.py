@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -295,15 +294,6 @@ class FlipContrastiveHead(nn.Module):
         return (id_to_text + text_to_id) / 2
 
 
-def _model_card_module():
-    """flip_hf.model_card, or None where this file runs as remote code without flip_hf installed."""
-    try:
-        from flip_hf import model_card
-    except ImportError:
-        return None
-    return model_card
-
-
 # --------------------------------------------------------------------------------- base classes
 class FlipPreTrainedModel(PreTrainedModel):
     config_class = FlipConfig
@@ -314,12 +304,9 @@ class FlipPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False  # FLIP averages its own losses; do not rescale them across processes
     _tied_weights_keys: dict[str, str] = {}
 
-    # FlipModelCardData (flip_hf.model_card): rendered into README.md at every save
-    model_card_data = None
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load as usual, plus the checkpoint's model-card data, so that saving or pushing it keeps its card.
+        """Load as usual, with errors that name a missing or broken file (`flip_hf.loading`).
 
         An encoder the model needs but the checkpoint lacks entirely (a joint model from an id-only
         checkpoint) starts from random weights: that is warned about loudly, not left to the load report.
@@ -345,37 +332,15 @@ class FlipPreTrainedModel(PreTrainedModel):
                     "FlipForCTR.from_text_pretrained(<plm>, processor, ...).",
                     pretrained_model_name_or_path, what, model.config.ctr_mode,
                 )
-        model_card = _model_card_module()
-        if model_card is not None:
-            model.model_card_data = model_card.FlipModelCardData.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as usual, plus the model card; once registered for an Auto class, also the code (see remote_code.py)."""
-        is_main_process = kwargs.get("is_main_process", True)
-        auto_class = type(self)._auto_class
-        if auto_class is not None and is_main_process:
-            save_remote_code(save_directory, self.config, Backbone.__module__)
-        type(self)._auto_class = None  # transformers' own copy cannot see the bundled zoo
-        try:
-            super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            type(self)._auto_class = auto_class
-        model_card = _model_card_module()
-        if model_card is not None and is_main_process:
-            model_card.save_model_card(save_directory, self)
+        """Save as usual, plus FLIP's code (see remote_code.py), so the checkpoint loads without flip_hf.
 
-    def push_to_hub(self, repo_id: str, *, commit_message=None, private=None, token=None, revision=None,
-                    create_pr=False, max_shard_size="50GB", **kwargs):
-        """Push with FLIP's model card: transformers' own push replaces README.md with a generic card."""
-        model_card = _model_card_module()
-        if model_card is None:
-            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
-                                       revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, **kwargs)
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
-            return model_card.upload_checkpoint(tmp_dir, repo_id, commit_message=commit_message, private=private,
-                                                token=token, revision=revision, create_pr=create_pr)
+        The model card is written by `flip_hf.hub.save_pretrained` and `FlipTrainer.save_model`."""
+        if kwargs.get("is_main_process", True):
+            save_remote_code(save_directory, self.config, Backbone.__module__)
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_text_pretrained(cls, plm_name_or_path: str, processor, **config_overrides):

@@ -6,7 +6,7 @@ What it adds to `transformers.Trainer`:
 * CTR metrics (AUC, LogLoss, gAUC by user) by default, on the click logit only, computed on the
   predictions gathered from every process;
 * a separate learning rate for the PLM (`plm_learning_rate`), as the paper finetunes it at 5e-5;
-* model cards written at save and push time, from the main process only.
+* FLIP's model card written with every save and push, from the main process only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from transformers import Trainer, TrainingArguments
 
 from .collator import DataCollatorForFlipPretraining
 from .metrics import compute_ctr_metrics
-from .model_card import FlipModelCardCallback, FlipModelCardData, save_model_card
+from .hub import card_data_of
+from .model_card import FlipModelCardCallback, save_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
 
 logger = logging.getLogger(__name__)
@@ -79,18 +80,28 @@ class FlipTrainer(Trainer):
         if not any(isinstance(cb, FlipModelCardCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(FlipModelCardCallback())
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Trainer's save (which gathers FSDP / DeepSpeed weights and saves the processor) plus FLIP's model card."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self._write_model_card(output_dir or self.args.output_dir, card_data_of(self.model))
+
     def create_model_card(self, model_name=None, language=None, license=None, tags=None, **kwargs):
-        """FLIP's card (eval results, prompt, set-up) instead of transformers' generic one."""
+        """FLIP's card (eval results, prompt, set-up) instead of transformers' generic one; `Trainer.push_to_hub`
+        calls this before uploading."""
         if not self.is_world_process_zero():
             return
-        card_data = getattr(self.model, "model_card_data", None) or FlipModelCardData()
+        card_data = card_data_of(self.model)
         card_data.model_id = self.hub_model_id or card_data.model_id
         card_data.model_name = model_name or card_data.model_name
         card_data.license = license or card_data.license
         card_data.language = [language] if isinstance(language, str) else (language or card_data.language)
         card_data.add_tags(tags or [])
+        self._write_model_card(self.args.output_dir, card_data)
+
+    def _write_model_card(self, output_dir: str, card_data) -> None:
         processor = self.processing_class if hasattr(self.processing_class, "render_text") else None
-        save_model_card(self.args.output_dir, self.model, processor=processor, card_data=card_data)
+        save_model_card(output_dir, self.accelerator.unwrap_model(self.model), processor=processor, card_data=card_data)
 
     # ------------------------------------------------------------------ optimisation
     def create_optimizer(self, model=None):

@@ -30,9 +30,9 @@ def main(argv=None) -> int:
         print(f"error: {args.output_dir} holds no config.json; pass a saved FLIP model directory.", file=sys.stderr)
         return 2
     import flip_hf  # noqa: F401  (registers FLIP's Auto classes, which re-rendering the card uses)
-    from flip_hf.model_card import upload_checkpoint
+    from flip_hf.hub import push_to_hub
 
-    commit = upload_checkpoint(
+    commit = push_to_hub(
         args.output_dir,
         args.repo_id,
         private=args.private or None,

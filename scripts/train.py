@@ -515,10 +515,10 @@ class FlipRun:
         }
 
     def save(self, trainer, stage_dir: Path) -> None:
-        """The final model, its processor and card, and the trainer state (main process only)."""
+        """The final model, its processor and card (through Trainer.save_model, which gathers sharded weights
+        on every process), then the trainer state and the run's results (main process only)."""
+        trainer.save_model(str(stage_dir))
         if self.state.is_main_process:
-            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage_dir)
-            self.processor.save_pretrained(stage_dir)
             trainer.state.save_to_json(str(stage_dir / "trainer_state.json"))
             (self.output_dir / RESULTS_FILE).write_text(json.dumps(self.results, indent=2, sort_keys=True))
         self.state.wait_for_everyone()  # later stages load what was just written

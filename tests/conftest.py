@@ -126,9 +126,9 @@ def trained_flip_dir(tmp_path_factory, tiny_flip_processor, make_tiny_flip):
     from tiny import tiny_rows
     from transformers import Trainer, TrainingArguments
 
-    from flip_hf import DataCollatorForFlipCTR
+    from flip_hf import DataCollatorForFlipCTR, save_pretrained
     from flip_hf.metrics import compute_ctr_metrics
-    from flip_hf.model_card import FlipModelCardCallback, FlipModelCardData, save_model_card
+    from flip_hf.model_card import FlipModelCardCallback, FlipModelCardData
 
     def compute_metrics(prediction):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -152,9 +152,7 @@ def trained_flip_dir(tmp_path_factory, tiny_flip_processor, make_tiny_flip):
     trainer.evaluate()
     trainer.evaluate(Dataset.from_dict(tiny_rows(32, seed=2)), metric_key_prefix="test")
     model.model_card_data.add_results("id", "test", {"auc": 0.61, "logloss": 0.68})  # another mode of the same run
-    trainer.save_model(str(output_dir))
-    tiny_flip_processor.save_pretrained(str(output_dir))
-    save_model_card(output_dir, model, tiny_flip_processor)  # what FlipTrainer.create_model_card does
+    save_pretrained(model, output_dir, tiny_flip_processor)  # weights, processor and card, as FlipTrainer.save_model
     return output_dir, model
 
 

@@ -29,7 +29,7 @@ DEFAULT_NAMESPACE = "test-user"
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
 _API_ROUTE = re.compile(
     rf"^/api/(?P<kind>models|datasets|spaces|kernels)/{_REPO}"
-    r"(?:/(?P<action>revision|tree|preupload|commit)/(?P<revision>[^/]+)(?:/(?P<path>.*))?)?$"
+    r"(?:/(?P<action>revision|tree|preupload|commit|branch)/(?P<revision>[^/]+)(?:/(?P<path>.*))?)?$"
 )
 _RESOLVE_ROUTE = re.compile(
     rf"^/(?:(?P<kind>datasets|spaces|kernels)/)?{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$"
@@ -110,10 +110,11 @@ class LocalHub:
                     return self._tree(repo_type, repo_id, revision, unquote(match["path"] or ""), recursive)
                 if route == ("POST", "preupload"):
                     return self._preupload(repo_type, repo_id, revision, json.loads(body))
+                if route == ("POST", "branch"):
+                    return self._create_branch(repo_type, repo_id, revision, json.loads(body or b"{}"))
                 if route == ("POST", "commit"):
-                    if query.get("create_pr"):
-                        raise HubError(501, "Pull requests are not supported by the local test hub.")
-                    return self._commit(repo_type, repo_id, revision, body)
+                    create_pr = query.get("create_pr", ["0"])[0].lower() in ("true", "1")
+                    return self._commit(repo_type, repo_id, revision, body, create_pr)
             match = _RESOLVE_ROUTE.match(path)
             if match and method in ("GET", "HEAD"):
                 repo_type = API_REPO_TYPES[match["kind"]] if match["kind"] else "model"
@@ -193,11 +194,25 @@ class LocalHub:
             }
         )
 
-    def _commit(self, repo_type, repo_id, branch, body):
+    def _create_branch(self, repo_type, repo_id, branch, payload):
+        repo = self._repo(repo_type, repo_id)
+        if branch in repo.branches:
+            raise HubError(409, f"Reference already exists: refs/heads/{branch}")
+        repo.branches[branch], _ = self._files_at(repo_type, repo_id, payload.get("startingPoint") or "main")
+        return _json_response({})
+
+    def _commit(self, repo_type, repo_id, branch, body, create_pr=False):
+        """A commit on `branch`; with `create_pr`, on a new pull-request ref "refs/pr/N" that starts from it."""
         repo = self._repo(repo_type, repo_id)
         if branch not in repo.branches:
             raise HubError(404, f"Invalid rev id: {branch}", code="RevisionNotFound")
         parent = repo.branches[branch]
+        pr_url = None
+        if create_pr:
+            number = 1 + sum(name.startswith("refs/pr/") for name in repo.branches)
+            branch = f"refs/pr/{number}"
+            repo.branches[branch] = parent
+            pr_url = f"{self._repo_url(repo_type, repo_id)}/discussions/{number}"
         files = dict(repo.commits[parent])
         for line in body.decode().splitlines():
             if not line.strip():
@@ -221,7 +236,7 @@ class LocalHub:
         repo.commits[commit] = files
         repo.branches[branch] = commit
         url = f"{self._repo_url(repo_type, repo_id)}/commit/{commit}"
-        return _json_response({"success": True, "commitOid": commit, "commitUrl": url, "pullRequestUrl": None})
+        return _json_response({"success": True, "commitOid": commit, "commitUrl": url, "pullRequestUrl": pr_url})
 
     def _resolve(self, repo_type, repo_id, revision, path):
         commit, files = self._files_at(repo_type, repo_id, revision)

@@ -13,6 +13,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
 from tiny import tiny_rows
 from transformers import AutoModel, AutoProcessor, pipeline
 
+import flip_hf
 from flip_hf.pipeline import register_pipeline
 
 REPO_ID = "org/flip-movielens"
@@ -128,30 +129,63 @@ def test_remote_code_without_flip_hf(pushed, hub_server, fresh_hf_cache, tmp_pat
     assert result.returncode == 0 and "remote code OK" in result.stdout, result.stderr[-3000:]
 
 
-def test_model_push_to_hub_and_the_script_publish_the_same(hub_server, trained_flip_dir, tmp_path, fresh_hf_cache):
+def test_push_to_hub_and_the_script_publish_the_same(hub_server, trained_flip_dir, tmp_path, fresh_hf_cache):
     directory, _ = trained_flip_dir
-    model = AutoModel.from_pretrained(directory)  # carries its card data along
+    model = AutoModel.from_pretrained(directory)  # its card data comes from the folder it was loaded from
     processor = AutoProcessor.from_pretrained(directory)
     api = HfApi()
 
-    model.push_to_hub(REPO_ID)
-    processor.push_to_hub(REPO_ID)
-    by_methods = {f.rfilename: f.blob_id for f in api.model_info(REPO_ID, files_metadata=True).siblings}
-    readme_by_methods = Path(hf_hub_download(REPO_ID, "README.md")).read_text()
+    flip_hf.push_to_hub(model, REPO_ID, processor)
+    by_function = {f.rfilename: f.blob_id for f in api.model_info(REPO_ID, files_metadata=True).siblings}
+    readme_by_function = Path(hf_hub_download(REPO_ID, "README.md")).read_text()
 
     saved = tmp_path / "saved"
-    model.save_pretrained(saved)
-    processor.save_pretrained(saved)
+    flip_hf.save_pretrained(model, saved, processor)
     run_script(str(saved), REPO_ID)
     by_script = {f.rfilename: f.blob_id for f in api.model_info(REPO_ID, files_metadata=True).siblings}
     fresh_hf_cache()
     readme_by_script = Path(hf_hub_download(REPO_ID, "README.md")).read_text()
 
-    assert readme_by_script == readme_by_methods
-    assert set(by_script) == set(by_methods)
-    assert by_script["README.md"] == by_methods["README.md"]
-    assert by_script["model.safetensors"] == by_methods["model.safetensors"]
+    assert readme_by_script == readme_by_function
+    assert set(by_script) == set(by_function)
+    assert by_script["README.md"] == by_function["README.md"]
+    assert by_script["model.safetensors"] == by_function["model.safetensors"]
     assert f'model="{REPO_ID}"' in readme_by_script
+    assert "| FLIP_ID | test | 0.6100 | 0.6800 | - |" in readme_by_script  # the card data survived the reload
+
+
+def test_push_to_a_branch_and_as_a_pull_request(hub_server, trained_flip_dir, fresh_hf_cache):
+    directory, _ = trained_flip_dir
+    api = HfApi()
+    flip_hf.push_to_hub(directory, REPO_ID, revision="v1")  # the branch is created on the way
+    assert "model.safetensors" in api.list_repo_files(REPO_ID, revision="v1")
+    commit = flip_hf.push_to_hub(directory, REPO_ID, create_pr=True, commit_message="Update FLIP")
+    assert commit.pr_revision == "refs/pr/1"
+    assert "model.safetensors" in api.list_repo_files(REPO_ID, revision=commit.pr_revision)
+    assert "model.safetensors" not in api.list_repo_files(REPO_ID)  # main is untouched until the PR is merged
+
+
+def test_trainer_push_to_hub_publishes_flips_card(hub_server, tiny_flip_processor, make_tiny_flip, tmp_path):
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from flip_hf import DataCollatorForFlipCTR
+    from flip_hf.trainer import FlipTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=16, max_steps=2,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
+                             hub_model_id="org/flip-trainer")
+    trainer = FlipTrainer(model=make_tiny_flip("id"), args=args, processing_class=tiny_flip_processor,
+                          train_dataset=Dataset.from_dict(tiny_rows(32)), eval_dataset=Dataset.from_dict(tiny_rows(32, seed=1)),
+                          data_collator=DataCollatorForFlipCTR(tiny_flip_processor, text=False))
+    trainer.train()
+    trainer.evaluate()
+    trainer.push_to_hub()
+    files = set(HfApi().list_repo_files("org/flip-trainer"))
+    assert {"config.json", "model.safetensors", "processor_config.json", "modeling_flip.py", "flip_card_data.json"} <= files
+    card = ModelCard.load(hf_hub_download("org/flip-trainer", "README.md"))
+    assert card.data.model_name == "org/flip-trainer"
+    assert {(r.dataset_split, r.metric_type) for r in card.data.eval_results} >= {("validation", "roc_auc")}
 
 
 def test_script_help_lists_the_options():

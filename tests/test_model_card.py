@@ -9,6 +9,7 @@ import socket
 import pytest
 from huggingface_hub import ModelCard
 
+import flip_hf
 from flip_hf import FlipConfig, FlipForPretraining
 from flip_hf.model_card import FlipModelCardData, generate_model_card, save_model_card
 
@@ -142,14 +143,18 @@ def test_failing_generation_does_not_break_saving(make_tiny_flip, tmp_path, monk
     assert not (tmp_path / "README.md").exists()
 
 
-def test_save_pretrained_writes_the_card_and_survives_a_failing_one(make_tiny_flip, tmp_path, monkeypatch):
+def test_save_pretrained_writes_the_card_and_survives_a_failing_one(make_tiny_flip, tiny_flip_processor, tmp_path, monkeypatch):
     model = make_tiny_flip("id")
     model.model_card_data = card_data_with_results()
-    model.save_pretrained(tmp_path / "ok")
+    flip_hf.save_pretrained(model, tmp_path / "ok", tiny_flip_processor)
     assert ModelCard.load(tmp_path / "ok" / "README.md").data.model_name == "org/flip-movielens"
+    assert (tmp_path / "ok" / "processor_config.json").is_file()
+
+    model.save_pretrained(tmp_path / "plain")  # transformers' save: weights, config and code, no card
+    assert not (tmp_path / "plain" / "README.md").exists() and (tmp_path / "plain" / "modeling_flip.py").is_file()
 
     monkeypatch.setattr(ModelCard, "from_template", lambda *a, **k: 1 / 0)
-    model.save_pretrained(tmp_path / "broken")
+    flip_hf.save_pretrained(model, tmp_path / "broken")
     assert (tmp_path / "broken" / "model.safetensors").is_file()
 
 
