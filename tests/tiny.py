@@ -90,6 +90,6 @@ def tiny_argv(dataset_dir, text_model_dir):
     return [
         "--dataset", str(dataset_dir), "--text_model", str(text_model_dir), "--backbone", "dnn",
         "--embedding_size", "8", "--max_length", "64", "--pretrain_batch_size", "16", "--id_batch_size", "16",
-        "--text_batch_size", "16", "--eval_batch_size", "32", "--max_steps", "4", "--logging_steps", "1",
+        "--text_batch_size", "16", "--per_device_eval_batch_size", "32", "--max_steps", "4", "--logging_steps", "1",
         "--use_cpu", "true", "--seed", "7",
     ]
