@@ -627,6 +627,69 @@ def test_remote_code_without_flip_hf(bert, tmp_path):
     assert result.returncode == 0 and "remote code OK" in result.stdout, result.stderr[-3000:]
 
 
+CUSTOM_BACKBONE = """
+import torch
+from flip_hf.backbones import Backbone, register_backbone
+
+
+@register_backbone("{name}")
+class ScaledSum(Backbone):
+    def __init__(self, num_fields, embedding_size, scale=2.0):
+        super().__init__(num_fields, embedding_size)
+        self.output_size = embedding_size
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, field_embeddings):
+        return self.scale * field_embeddings.sum(dim=1)
+"""
+
+
+def _import_module_from(folder, name, source, monkeypatch):
+    (folder / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    __import__(name)
+
+
+def test_a_custom_backbone_travels_with_the_remote_code(bert, tmp_path, monkeypatch):
+    _import_module_from(tmp_path, "my_backbones", CUSTOM_BACKBONE.format(name="scaled_sum"), monkeypatch)
+    model = ctr_model(bert, "id", backbone="scaled_sum", backbone_options={"scale": 3.0}).eval()
+    model.save_pretrained(tmp_path / "model")
+    assert "class ScaledSum" in (tmp_path / "model" / "backbones.py").read_text()
+    batch = bert.ctr_batch()
+    with torch.no_grad():
+        expected = model(feature_ids=batch["feature_ids"]).logits
+    torch.save({"feature_ids": batch["feature_ids"], "expected": expected}, tmp_path / "reference.pt")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["flip_hf"] = None  # neither flip_hf nor my_backbones is importable here
+        import torch
+        from transformers import AutoModel
+        reference = torch.load({str(tmp_path / "reference.pt")!r})
+        model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(feature_ids=reference["feature_ids"]).logits, reference["expected"], rtol=0, atol=0)
+        print("custom backbone OK")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path / "model",
+                            stdin=subprocess.DEVNULL, env=env, timeout=180)
+    assert result.returncode == 0 and "custom backbone OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_custom_backbone_that_cannot_be_bundled_is_reported_at_save(bert, tmp_path, monkeypatch, caplog):
+    (tmp_path / "helpers_of_mine.py").write_text("SCALE = 2.0\n")
+    source = "from helpers_of_mine import SCALE  # local code the bundle cannot carry\n" + CUSTOM_BACKBONE.format(name="needs_helpers")
+    _import_module_from(tmp_path, "my_other_backbones", source, monkeypatch)
+    model = ctr_model(bert, "id", backbone="needs_helpers")
+    with caplog.at_level("WARNING", logger="flip_hf.remote_code"):
+        model.save_pretrained(tmp_path / "model")
+    assert "custom backbone 'needs_helpers'" in caplog.text and "could not be bundled" in caplog.text
+    assert "class ScaledSum" not in (tmp_path / "model" / "backbones.py").read_text()
+    assert (tmp_path / "model" / "model.safetensors").is_file()  # the weights are saved all the same
+
+
 # ---------------------------------------------------------------------------------- partial loads
 @pytest.mark.parametrize("backbone", available_backbones())
 def test_a_side_missing_from_the_checkpoint_is_initialised_like_a_new_model(bert, tmp_path, backbone):

@@ -129,6 +129,39 @@ def test_ctr_metrics_use_only_the_click_logit(tmp_path, tiny_flip_processor):
     assert no_groups["eval_auc"] == pytest.approx(metrics["eval_auc"])
 
 
+def test_a_dict_of_eval_sets_gives_each_its_own_metrics(tmp_path, tiny_flip_processor):
+    sets = {"val": rows(48, 1), "test": rows(40, 2)}
+    trainer = FlipTrainer(
+        model=ctr_model(tiny_flip_processor, "id"), args=training_args(tmp_path, eval_strategy="steps", eval_steps=2),
+        train_dataset=rows(64, 0), eval_dataset=sets, group_column="user_id",
+        data_collator=DataCollatorForFlipCTR(tiny_flip_processor, text=False),
+    )
+    trainer.train()
+    logged = [log for log in trainer.state.log_history if "eval_val_auc" in log or "eval_test_auc" in log]
+    assert {"eval_val_auc", "eval_test_auc"} <= {key for log in logged for key in log}
+    for name, dataset in sets.items():
+        metrics = trainer.evaluate(dataset, metric_key_prefix=f"eval_{name}")
+        logits = np.asarray(trainer.predict(dataset).predictions, dtype=np.float64)
+        expected = compute_ctr_metrics(logits, dataset["label"], groups=dataset["user_id"], from_logits=True)
+        for metric in ("auc", "logloss", "gauc"):  # gAUC groups come from the set being evaluated, not another
+            assert metrics[f"eval_{name}_{metric}"] == pytest.approx(expected[metric], rel=1e-6), (name, metric)
+
+
+def test_bf16_training_on_cpu_gives_finite_losses_and_float32_metrics(tmp_path, tiny_flip_processor):
+    model = ctr_model(tiny_flip_processor, "joint")
+    trainer = FlipTrainer(
+        model=model, args=training_args(tmp_path, bf16=True, max_steps=3), train_dataset=rows(64, 0),
+        eval_dataset=rows(48, 1), data_collator=DataCollatorForFlipCTR(tiny_flip_processor),
+    )
+    assert trainer.accelerator.mixed_precision == "bf16"
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses and all(math.isfinite(loss) for loss in losses)
+    assert next(model.parameters()).dtype == torch.float32  # autocast computes in bf16, the weights stay float32
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_auc"]) and math.isfinite(metrics["eval_logloss"])
+
+
 # --------------------------------------------------------------------------------- optimisation
 def test_plm_learning_rate_has_its_own_param_groups(tmp_path, tiny_flip_processor):
     model = ctr_model(tiny_flip_processor, "joint")
