@@ -17,12 +17,13 @@ import bisect
 import hashlib
 import json
 import logging
-import math
 import unicodedata
 from collections import Counter
+from itertools import chain
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import PROCESSOR_NAME as PROCESSOR_FILE
@@ -222,51 +223,59 @@ class FlipProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------- encode
     def encode_ids(self, batch: dict[str, list]) -> list[list[int]]:
-        """`feature_ids` rows: one id per single-valued field, `max_values` padded ids per multi-valued one."""
+        """`feature_ids` rows: one id per single-valued field, `max_values` padded ids per multi-valued one.
+
+        Encodes a column at a time rather than a row at a time, since this runs over every row of every split:
+        each distinct value of a column is read once and numpy spreads the ids over the rows. The ids are those
+        of the per-value rule: a null is the unknown id, any other value the vocabulary id of `str(value)`
+        (unseen: the unknown id), a number its bucket.
+        """
         self._require_fitted()
         num_rows = self._check_batch(batch, require_label=False)
-        rows: list[list[int]] = [[] for _ in range(num_rows)]
+        blocks = []
         for field_index, spec in enumerate(self.fields):
             column = batch[spec.name]
             if spec.kind == "numeric":
-                ids = [self._bucket_id(field_index, value) for value in column]
-                for row, i in zip(rows, ids):
-                    row.append(i)
+                ids = self._bucket_ids(field_index, column)
             elif spec.is_multi_valued:
-                for row, values in zip(rows, column):
-                    row.extend(self._multi_ids(field_index, values))
+                ids = self._multi_ids(field_index, column)
             elif spec.kind == "text":
-                for row, value in zip(rows, column):
-                    row.append(UNKNOWN_ID if is_null(value) else NUM_RESERVED_IDS)
+                ids = np.where(_value_ids(column, {})[1], UNKNOWN_ID, NUM_RESERVED_IDS)  # only presence counts
             else:
-                lookup = self._lookups[field_index]
-                for row, value in zip(rows, column):
-                    row.append(UNKNOWN_ID if is_null(value) else lookup.get(str(value), UNKNOWN_ID))
-        return rows
+                ids = _value_ids(column, self._lookups[field_index])[0]
+            blocks.append(ids.reshape(num_rows, self.max_values[field_index]))
+        return np.concatenate(blocks, axis=1).tolist()
 
-    def _bucket_id(self, field_index: int, value) -> int:
-        if is_null(value):
-            return UNKNOWN_ID
-        number = as_number(self.fields[field_index].name, value)
-        if math.isnan(number):
-            return UNKNOWN_ID
-        return NUM_RESERVED_IDS + bisect.bisect_right(self.bucket_boundaries[field_index], number)
+    def _bucket_ids(self, field_index: int, column) -> np.ndarray:
+        """`bisect_right` bucket of each number (after the reserved ids); the unknown id for nulls and NaN."""
+        numbers = _as_numbers(self.fields[field_index].name, column)
+        boundaries = np.asarray(self.bucket_boundaries[field_index], dtype=np.float64)
+        ids = NUM_RESERVED_IDS + np.searchsorted(boundaries, numbers, side="right")
+        ids[np.isnan(numbers)] = UNKNOWN_ID
+        return ids
 
-    def _multi_ids(self, field_index: int, values) -> list[int]:
-        slots = self.max_values[field_index]
-        _check_multi_value(self.fields[field_index].name, values)
-        if is_null(values):  # None, [], [''], [None, ' ']: one unknown id, like any null
-            return [UNKNOWN_ID] + [PAD_ID] * (slots - 1)
-        lookup = self._lookups[field_index]
-        ids = [UNKNOWN_ID if is_null(v) else lookup.get(str(v), UNKNOWN_ID) for v in values]
-        if len(ids) > slots:
+    def _multi_ids(self, field_index: int, column) -> np.ndarray:
+        """(rows, slots) ids: each row's value ids in order, cut to the fitted slots, then padding. A null row
+        (None, [], [''], [None, ' ']) gets one unknown id, like any null."""
+        name, slots = self.fields[field_index].name, self.max_values[field_index]
+        rows = column if set(map(type, column)) <= {list} else [_other_cell(name, values) for values in column]
+        ids, null = _value_ids(list(chain.from_iterable(rows)), self._lookups[field_index])
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        row_of = np.repeat(np.arange(len(rows)), lengths)
+        position = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        null_rows = np.bincount(row_of[~null], minlength=len(rows)) == 0
+        out = np.full((len(rows), slots), PAD_ID, dtype=np.int64)
+        kept = position < slots
+        out[row_of[kept], position[kept]] = ids[kept]
+        out[null_rows] = PAD_ID
+        out[null_rows, 0] = UNKNOWN_ID
+        for row in np.flatnonzero((lengths > slots) & ~null_rows):
             logger.warning(
                 "Field %r has %d values in a row but the processor was fit with %d slots; the last %d values "
                 "are left out of the ID side (the text keeps them). Refit on data that includes such rows.",
-                self.fields[field_index].name, len(ids), slots, len(ids) - slots,
+                name, int(lengths[row]), slots, int(lengths[row]) - slots,
             )
-            ids = ids[:slots]
-        return ids + [PAD_ID] * (slots - len(ids))
+        return out
 
     def render_text(self, row: dict[str, Any]) -> str:
         """The prompt of one row (handy for model cards and debugging)."""
@@ -435,20 +444,28 @@ class FlipProcessor(ProcessorMixin):
 
     def _check_batch(self, batch: dict[str, list], require_label: bool) -> int:
         self.schema.check_columns(batch.keys(), where="The input batch", require_label=require_label)
+        lengths = {spec.name: len(batch[spec.name]) for spec in self.fields}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"The fields of a batch need one value per row each; got column lengths {lengths}.")
         self._check_single_values(batch)
         return len(batch[self.fields[0].name])
 
     def _check_single_values(self, columns) -> None:
-        """A list where a field holds one value per row would be encoded as its string: refuse it, naming the field."""
+        """A list where a field holds one value per row would be encoded as its string: refuse it, naming the field.
+
+        Every batch passes here, so a column's value types are checked, and its values only when one type is wrong.
+        """
+        containers = (list, tuple, set, dict, np.ndarray)
         for spec in self.fields:
             if spec.is_multi_valued:
                 continue
-            for value in columns[spec.name]:
-                if isinstance(value, (list, tuple, set, dict, np.ndarray)):
-                    raise ValueError(
-                        f"Field {spec.name!r} ({spec.kind}) holds one value per row but got {value!r}. Pass a single "
-                        "value, or declare the field kind='multi_categorical'."
-                    )
+            column = columns[spec.name]
+            if any(issubclass(kind, containers) for kind in set(map(type, column))):
+                value = next(v for v in column if isinstance(v, containers))
+                raise ValueError(
+                    f"Field {spec.name!r} ({spec.kind}) holds one value per row but got {value!r}. Pass a single "
+                    "value, or declare the field kind='multi_categorical'."
+                )
 
     # ------------------------------------------------------------------- I/O
     @classmethod
@@ -475,6 +492,45 @@ def _check_multi_value(field: str, values) -> None:
             f"Multi-valued field {field!r} got the string {values!r}; it needs a list of values. "
             "Split it first (load_tabular(..., multi_value_separator='|') does this)."
         )
+
+
+def _value_ids(values, lookup: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per value: `lookup[str(value)]` (the unknown id if unseen or null) and `is_null(value)`.
+
+    Each distinct `str(value)` is looked up once, and `is_null` asked only of the values whose text a null can
+    have: 196 and "196" share an id, None and "None" do not.
+    """
+    codes, texts = pd.factorize(np.array(list(map(str, values)), dtype=object))
+    ids = np.array([lookup.get(text, UNKNOWN_ID) for text in texts], dtype=np.int64)[codes]
+    maybe_null = np.array([_may_be_null(text) for text in texts], dtype=bool)[codes]
+    null = np.zeros(len(codes), dtype=bool)
+    checked = np.flatnonzero(maybe_null)
+    null[checked] = [is_null(values[i]) for i in checked]
+    ids[null] = UNKNOWN_ID
+    return ids, null
+
+
+def _may_be_null(text: str) -> bool:
+    """Whether a value printed as `text` can be null: None, NaN, a blank string, a list / tuple / array of nulls."""
+    return text in ("None", "nan") or not text.strip() or text[0] in "[("
+
+
+def _as_numbers(field: str, values) -> np.ndarray:
+    """Each value as a float, NaN for a null; raises as `as_number` does on text and infinities."""
+    if set(map(type, values)) <= {int, float, type(None)}:  # what Arrow hands over: numpy converts it at once
+        numbers = np.array(values, dtype=np.float64)  # None -> NaN
+    else:
+        numbers = np.array([np.nan if is_null(v) else as_number(field, v) for v in values], dtype=np.float64)
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if len(infinite):
+        as_number(field, values[infinite[0]])  # raises, naming the value
+    return numbers
+
+
+def _other_cell(field: str, values):
+    """A multi-valued field's cell: () when it is None, NaN or blank, else itself; a string is refused."""
+    _check_multi_value(field, values)
+    return values if type(values) is list or not is_null(values) else ()
 
 
 def _check_labels(labels, label_column: str) -> list[int]:

@@ -614,6 +614,27 @@ def test_accelerate_launch_two_processes(tmp_path, tiny_dataset_dir, tiny_text_m
     assert done.stdout.count("| FLIP |") == 1
 
 
+def test_two_processes_train_the_model_one_process_trains(tmp_path, tiny_dataset_dir, tiny_text_model_dir):
+    """scripts/accelerate/cpu-2proc.yaml: 2 processes x 8 rows per step give the weights of 1 process x 16 rows (the
+    same rows per step, gradients averaged across processes), up to float summation order. fm has no dropout."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    argv = [*tiny_argv(tiny_dataset_dir, tiny_text_model_dir), "--stage", "finetune", "--ctr_mode", "id", "--backbone", "fm"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "scripts" / "accelerate" / "cpu-2proc.yaml")]
+    two = subprocess.run([*launch, str(SCRIPT), *argv, "--id_batch_size", "8", "--output_dir", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
+    assert two.returncode == 0, two.stderr[-5000:]
+    one = subprocess.run([sys.executable, str(SCRIPT), *argv, "--id_batch_size", "16", "--output_dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
+    assert one.returncode == 0, one.stderr[-5000:]
+    weights = {name: load_file(str(tmp_path / name / "flip_id" / "model.safetensors")) for name in ("one", "two")}
+    assert weights["one"].keys() == weights["two"].keys()
+    for key, value in weights["one"].items():
+        torch.testing.assert_close(weights["two"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+    results = {name: json.loads((tmp_path / name / "results.json").read_text())["stages"]["flip_id"] for name in ("one", "two")}
+    assert results["two"]["global_step"] == results["one"]["global_step"] == 4
+    assert results["two"]["test"]["auc"] == pytest.approx(results["one"]["test"]["auc"], abs=1e-4)
+
+
 def test_inspect_alignment_rebuilds_the_initial_weights_and_reports_the_moves(stage_all, tmp_path):
     output_dir, _ = stage_all
     report = load_script("inspect_alignment.py").main([str(output_dir), "--json", str(tmp_path / "report.json")])
