@@ -34,7 +34,7 @@ setup(
         "dev": ["pytest>=7", "pytest-timeout", "scikit-learn>=1.3", "lightgbm>=4", *ONNX_REQUIREMENTS],
         # flip_hf.onnx_export: FLIP_ID to ONNX (torch's dynamo exporter needs onnxscript) and onnxruntime to run it
         "onnx": ONNX_REQUIREMENTS,
-        # scripts/benchmark.py's LightGBM baseline
+        # scripts/benchmark_quality.py's LightGBM baseline
         "bench": ["lightgbm>=4", "scikit-learn>=1.3"],
     },
     classifiers=[

@@ -1,19 +1,28 @@
-"""scripts/benchmark.py's quality task: which variants it trains, how it summarizes seeds, how it judges
-the paper's claims against the seeds' noise, and that --resume reuses finished runs. Speed is measured
-by the script itself and never asserted here."""
+"""The benchmark tools. scripts/benchmark_quality.py: which variants it trains, how it summarizes seeds, how it
+judges the paper's claims against the seeds' noise, that it runs every variant through scripts/train.py as a
+process of its own and that --resume reuses finished runs. scripts/benchmark_speed.py: its report's table and
+the ONNX Runtime comparison (its numbers are never asserted). flip_hf.benchmark_report: the files both write."""
 
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 
 import pytest
+import torch
 from scripts_loader import load_script
 from tiny import tiny_argv
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return load_script("benchmark.py")
+def quality():
+    return load_script("benchmark_quality.py")
+
+
+@pytest.fixture(scope="module")
+def speed():
+    return load_script("benchmark_speed.py")
 
 
 def runs(*aucs: float) -> list[dict]:
@@ -24,26 +33,26 @@ def runs(*aucs: float) -> list[dict]:
 PRESET = {"backbones": ("dcnv2",)}
 
 
-def test_variants_put_flip_first_and_the_ablations_last(bench):
-    names = [name for name, _ in bench.quality_variants(bench.QUALITY_PRESETS["cpu-small"])]
+def test_variants_put_flip_first_and_the_ablations_last(quality):
+    names = [name for name, _ in quality.quality_variants(quality.QUALITY_PRESETS["cpu-small"])]
     assert names == ["FLIP dcnv2", "ID-only dcnv2", "ID-only deepfm", "ID-only autoint", "PLM-only", "LightGBM",
                      "FLIP dcnv2 w/o MLM", "FLIP dcnv2 w/o MTM", "FLIP dcnv2 w/o ICL", "FLIP dcnv2 token-level masking"]
-    overrides = dict(bench.quality_variants(bench.QUALITY_PRESETS["cpu-small"]))
+    overrides = dict(quality.quality_variants(quality.QUALITY_PRESETS["cpu-small"]))
     assert overrides["FLIP dcnv2 w/o MTM"]["mtm_weight"] == 0.0
     assert overrides["FLIP dcnv2 token-level masking"]["masking"] == "token"
     assert overrides["PLM-only"] == {"stage": "finetune", "ctr_mode": "text"}
 
 
-def test_gpu_short_has_no_ablations_and_full_pretrains_every_backbone(bench):
-    short = [name for name, _ in bench.quality_variants(bench.QUALITY_PRESETS["gpu-short"])]
+def test_gpu_short_has_no_ablations_and_full_pretrains_every_backbone(quality):
+    short = [name for name, _ in quality.quality_variants(quality.QUALITY_PRESETS["gpu-short"])]
     assert short == ["FLIP dcnv2", "ID-only dcnv2", "PLM-only", "LightGBM"]
-    full = [name for name, _ in bench.quality_variants(bench.QUALITY_PRESETS["full"])]
+    full = [name for name, _ in quality.quality_variants(quality.QUALITY_PRESETS["full"])]
     assert full[:3] == ["FLIP dcnv2", "FLIP deepfm", "FLIP autoint"]
     assert len(full) == 3 + 3 + 2 + 4
 
 
-def test_summary_gives_mean_std_seeds_and_improvement_over_the_best_baseline(bench):
-    summary = bench.summarize({"ID-only dcnv2": runs(0.70, 0.72), "PLM-only": runs(0.60, 0.60),
+def test_summary_gives_mean_std_seeds_and_improvement_over_the_best_baseline(quality):
+    summary = quality.summarize({"ID-only dcnv2": runs(0.70, 0.72), "PLM-only": runs(0.60, 0.60),
                                "FLIP dcnv2 / FLIP": runs(0.77, 0.75)})
     flip = summary["FLIP dcnv2 / FLIP"]
     assert flip["auc"]["mean"] == pytest.approx(0.76)
@@ -54,65 +63,95 @@ def test_summary_gives_mean_std_seeds_and_improvement_over_the_best_baseline(ben
     assert summary["ID-only dcnv2"]["auc_improvement_over_best_baseline"] == 0.0
 
 
-def test_one_seed_has_no_noise_estimate(bench):
+def test_one_seed_has_no_noise_estimate(quality):
     variants = {"ID-only dcnv2": runs(0.70), "FLIP dcnv2 / FLIP_ID": runs(0.71)}
-    (claim,) = bench.check_claims(variants, PRESET)
+    (claim,) = quality.check_claims(variants, PRESET)
     assert claim["held"] is True and claim["noise"] is None and claim["beyond_noise"] is None
-    assert "One seed only" in bench.quality_table({"seeds": 1, "summary": bench.summarize(variants), "claims": [claim]})
+    assert "One seed only" in quality.quality_table({"seeds": 1, "summary": quality.summarize(variants), "claims": [claim]})
 
 
-def test_gaps_are_paired_by_seed(bench):
+def test_gaps_are_paired_by_seed(quality):
     # seeds move both models alike (std 0.02), the gap is steady (+0.01 +-0.001): evidence
     steady = {"ID-only dcnv2": runs(0.70, 0.74, 0.72), "FLIP dcnv2 / FLIP_ID": runs(0.709, 0.751, 0.730)}
-    (claim,) = bench.check_claims(steady, PRESET)
+    (claim,) = quality.check_claims(steady, PRESET)
     assert claim["held"] is True and claim["gap"] == pytest.approx(0.01)
     assert claim["noise"] == pytest.approx(2 * 0.001 / 3**0.5)
     assert claim["beyond_noise"] is True
     # the same means, but the gap changes sign between seeds: no evidence
     unsteady = {"ID-only dcnv2": runs(0.70, 0.74, 0.72), "FLIP dcnv2 / FLIP_ID": runs(0.74, 0.72, 0.73)}
-    (claim,) = bench.check_claims(unsteady, PRESET)
+    (claim,) = quality.check_claims(unsteady, PRESET)
     assert claim["held"] is True and claim["gap"] == pytest.approx(0.01)
     assert claim["beyond_noise"] is False
-    table = bench.quality_table({"seeds": 3, "summary": bench.summarize(unsteady), "claims": [claim]})
+    table = quality.quality_table({"seeds": 3, "summary": quality.summarize(unsteady), "claims": [claim]})
     assert "- HELD: FLIP_ID (dcnv2) beats dcnv2" in table and "within the seeds' noise" in table
 
 
-def test_flip_must_beat_its_strongest_rival(bench):
+def test_flip_must_beat_its_strongest_rival(quality):
     variants = {
         "FLIP dcnv2 / FLIP": runs(0.710, 0.712, 0.711), "FLIP dcnv2 / FLIP_ID": runs(0.700, 0.701, 0.702),
         "FLIP dcnv2 / FLIP_PLM": runs(0.60, 0.61, 0.62), "ID-only deepfm": runs(0.730, 0.731, 0.733),
         "PLM-only": runs(0.55, 0.56, 0.57),
     }
-    (claim,) = [c for c in bench.check_claims(variants, PRESET) if c["claim"].startswith("FLIP beats")]
+    (claim,) = [c for c in quality.check_claims(variants, PRESET) if c["claim"].startswith("FLIP beats")]
     assert claim["held"] is False
     assert claim["gap"] == pytest.approx(0.711 - (0.730 + 0.731 + 0.733) / 3)  # against ID-only deepfm, the strongest
     assert claim["beyond_noise"] is True
     assert set(claim["values"]) == {"FLIP", "FLIP dcnv2 / FLIP_ID", "FLIP dcnv2 / FLIP_PLM", "ID-only deepfm", "PLM-only"}
-    table = bench.quality_table({"seeds": 3, "summary": bench.summarize(variants), "claims": [claim]})
+    table = quality.quality_table({"seeds": 3, "summary": quality.summarize(variants), "claims": [claim]})
     assert "- NOT HELD: FLIP beats" in table
 
 
-def test_every_ablation_is_compared_with_full_flip(bench):
+def test_every_ablation_is_compared_with_full_flip(quality):
     variants = {"FLIP dcnv2 / FLIP": runs(0.70, 0.71), "FLIP dcnv2 w/o MLM / FLIP": runs(0.60, 0.61),
                 "FLIP dcnv2 w/o ICL / FLIP": runs(0.72, 0.73), "FLIP dcnv2 token-level masking / FLIP": runs(0.69, 0.70)}
-    claims = {c["claim"]: c["held"] for c in bench.check_claims(variants, PRESET) if c["claim"].startswith("full FLIP")}
+    claims = {c["claim"]: c["held"] for c in quality.check_claims(variants, PRESET) if c["claim"].startswith("full FLIP")}
     assert claims == {"full FLIP beats FLIP dcnv2 w/o MLM / FLIP": True, "full FLIP beats FLIP dcnv2 w/o ICL / FLIP": False,
                       "full FLIP beats FLIP dcnv2 token-level masking / FLIP": True}
 
 
+@pytest.fixture
+def launches(quality, monkeypatch):
+    """Every scripts/train.py process the quality tool starts (its run folder), and every LightGBM fit."""
+    started = {"train.py": [], "lightgbm": 0}
+    run_train, lightgbm_run = quality.run_train, quality.lightgbm_run
+
+    def counted_train(argv, run_dir):
+        started["train.py"].append(run_dir)
+        return run_train(argv, run_dir)
+
+    def counted_lightgbm(settings, seed):
+        started["lightgbm"] += 1
+        return lightgbm_run(settings, seed)
+
+    monkeypatch.setattr(quality, "run_train", counted_train)
+    monkeypatch.setattr(quality, "lightgbm_run", counted_lightgbm)
+    # the train.py processes: offline, on one CPU thread
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("CUDA_VISIBLE_DEVICES", ""), ("OMP_NUM_THREADS", "1")):
+        monkeypatch.setenv(name, value)
+    return started
+
+
 def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
-    bench, tiny_dataset_dir, tiny_text_model_dir, tmp_path, monkeypatch
+    quality, launches, tiny_dataset_dir, tiny_text_model_dir, tmp_path, monkeypatch
 ):
     argv = tiny_argv(tiny_dataset_dir, tiny_text_model_dir)
     options = {key.removeprefix("--"): value for key, value in zip(argv[0::2], argv[1::2]) if key != "--seed"}
     preset = dict(config="quickstart", overrides=dict(max_steps=2), backbones=("dnn",), id_baselines=("dnn",), ablations=False)
-    monkeypatch.setitem(bench.QUALITY_PRESETS, "tiny", preset)
+    monkeypatch.setitem(quality.QUALITY_PRESETS, "tiny", preset)
     reports = []
-    results = bench.run_quality("tiny", 1, tmp_path, options, resume=False, report=lambda partial: reports.append(json.dumps(partial)))
+    results = quality.run_quality("tiny", 1, tmp_path, options, resume=False, report=lambda partial: reports.append(json.dumps(partial)))
 
     assert set(results["variants"]) == {"FLIP dnn / FLIP_ID", "FLIP dnn / FLIP_PLM", "FLIP dnn / FLIP", "ID-only dnn", "PLM-only",
                                         "LightGBM"}
     assert all({"auc", "logloss"} <= set(seeds[0]["test"]) for seeds in results["variants"].values())
+    # one train.py process per run, launched as a user launches it, its output kept in the run's folder
+    run_dirs = [tmp_path / name / "seed0" for name in ("FLIP_dnn", "ID-only_dnn", "PLM-only")]
+    assert launches == {"train.py": run_dirs, "lightgbm": 1}
+    for run_dir in run_dirs:
+        log = (run_dir / "train.log").read_text()
+        assert log.splitlines()[0].startswith(f"$ {sys.executable} ") and "scripts/train.py --preset quickstart" in log
+        assert "| model | val AUC |" in log  # train.py's own results table
+        assert json.loads((run_dir / "benchmark_argv.json").read_text()) == shlex.split(log.splitlines()[0][2:])[2:]  # what ran
     # the variants carry train.py's own numbers, and one seed's summary is that seed's value
     flip_run = json.loads((tmp_path / "FLIP_dnn" / "seed0" / "results.json").read_text())
     for stage, label in (("flip_id", "FLIP dnn / FLIP_ID"), ("flip_plm", "FLIP dnn / FLIP_PLM"), ("flip", "FLIP dnn / FLIP")):
@@ -122,26 +161,145 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
     assert len(reports) == 4  # one after every run, so a benchmark cut short keeps what it measured
     assert [c["claim"] for c in results["claims"]] == ["FLIP_ID (dnn) beats dnn trained without FLIP pretraining",
                                                        "FLIP beats FLIP_ID, FLIP_PLM and every baseline"]
-    results_files = sorted(tmp_path.glob("*/seed0/results.json"))
-    written = {path: path.stat().st_mtime_ns for path in results_files}
-    assert len(written) == 3
+    written = {path: path.stat().st_mtime_ns for path in tmp_path.glob("*/seed0/*") if path.is_file()}
+    assert {path.name for path in written} == {"results.json", "benchmark_argv.json", "train.log", "run_args.json"}
+    assert len([path for path in written if path.name == "benchmark_argv.json"]) == 4  # LightGBM's run too
 
-    again = bench.run_quality("tiny", 1, tmp_path, options, resume=True, report=lambda partial: None)
+    launches["train.py"].clear()
+    again = quality.run_quality("tiny", 1, tmp_path, options, resume=True, report=lambda partial: None)
     assert again["summary"] == results["summary"]
-    assert {path: path.stat().st_mtime_ns for path in results_files} == written  # nothing retrained
+    assert launches == {"train.py": [], "lightgbm": 1}  # nothing trained again
+    assert {path: path.stat().st_mtime_ns for path in written} == written
 
-    train_script, run_dir = bench._load_train_script(), tmp_path / "ID-only_dnn" / "seed0"
+    # reuse needs the very same arguments and a run that finished
+    run_dir = tmp_path / "ID-only_dnn" / "seed0"
     id_only = dict(stage="finetune", ctr_mode="id", backbone="dnn")
-    assert bench.finished_run(train_script, run_dir, bench.train_argv(preset, id_only, 0, run_dir, options)) is not None
-    changed = bench.train_argv(preset, id_only, 0, run_dir, {**options, "embedding_size": "4"})
-    assert bench.finished_run(train_script, run_dir, changed) is None  # another run: train it again
+    same = quality.train_argv(preset, id_only, 0, run_dir, options)
+    assert json.loads((run_dir / "benchmark_argv.json").read_text()) == same
+    assert quality.finished_run(run_dir, same) == json.loads((run_dir / "results.json").read_text())
+    changed = quality.train_argv(preset, id_only, 0, run_dir, {**options, "embedding_size": "4"})
+    assert quality.finished_run(run_dir, changed) is None  # another run: train it again
     record = json.loads((run_dir / "results.json").read_text())
     del record["total_seconds"]
     (run_dir / "results.json").write_text(json.dumps(record))
-    assert bench.finished_run(train_script, run_dir, bench.train_argv(preset, id_only, 0, run_dir, options)) is None  # cut short
+    assert quality.finished_run(run_dir, same) is None  # cut short
+    third = quality.run_quality("tiny", 1, tmp_path, options, resume=True, report=lambda partial: None)
+    assert launches == {"train.py": [run_dir], "lightgbm": 1}  # only the cut-short run trains again
+    assert "total_seconds" in json.loads((run_dir / "results.json").read_text())
+    assert set(third["variants"]) == set(results["variants"])
 
 
-def test_lightgbm_sees_the_same_rows_with_train_vocabularies(bench):
+def test_a_failed_train_run_stops_the_benchmark_naming_its_log(quality, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="train.log") as failure:
+        quality.run_train(["--backbone", "no-such-backbone", "--output_dir", str(run_dir)], run_dir)
+    assert str(run_dir / "train.log") in str(failure.value)
+    assert "Unknown backbone 'no-such-backbone'" in str(failure.value)  # the log's last lines
+    assert not (run_dir / "results.json").exists()
+
+
+def test_lightgbm_reads_what_train_py_would_read(quality):
+    variant = dict(stage="finetune", ctr_mode="id")
+    user = dict(text_model="sentence-transformers/all-MiniLM-L6-v2", data_dir=None, bf16=None)
+    defaults = {"dataset": "movielens-100k", "data_dir": None, "split": "time"}
+    # the preset's cut over its config file (cpu-small.yaml sets no eval cut, quickstart.yaml 1000 rows)
+    assert quality.lightgbm_settings(quality.QUALITY_PRESETS["cpu-small"], variant, user) == {**defaults, "max_eval_samples": 5000}
+    assert quality.lightgbm_settings(quality.QUALITY_PRESETS["smoke"], variant, user) == {**defaults, "max_eval_samples": 512}
+    assert quality.lightgbm_settings(dict(config="quickstart", overrides={}), variant, user) == {**defaults, "max_eval_samples": 1000}
+    assert quality.lightgbm_settings(quality.QUALITY_PRESETS["gpu-short"], variant, user) == {**defaults, "max_eval_samples": None}
+    # the user's options over the preset's, the variant's over both
+    given = dict(user, data_dir="/data/ml-100k", dataset="/data/saved", split="random", max_eval_samples="7")
+    assert quality.lightgbm_settings(quality.QUALITY_PRESETS["cpu-small"], {**variant, "split": "user_time"}, given) == {
+        "dataset": "/data/saved", "data_dir": "/data/ml-100k", "split": "user_time", "max_eval_samples": 7}
+
+
+def test_each_tool_takes_only_its_own_options(quality, speed, capsys):
+    for tool, own, other in ((speed, "--threads", "--seeds"), (quality, "--seeds", "--threads")):
+        with pytest.raises(SystemExit) as done:
+            tool.main(["--help"])
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert own in text and other not in text
+        with pytest.raises(SystemExit) as done:
+            tool.main(["--preset", "no-such-preset"])
+        assert done.value.code == 2
+        assert "no-such-preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        speed.main(["--seeds", "3"])  # a quality option
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_reports_name_the_command_and_the_hardware(tmp_path):
+    from flip_hf.benchmark_report import write_report
+    from flip_hf.model_card import get_hardware
+
+    command = "python scripts/benchmark_quality.py --preset tiny"
+    path = write_report("quality", "tiny", {"seeds": 1}, "| model | test AUC |", command, results_dir=tmp_path / "results")
+    assert path == tmp_path / "results" / "quality-tiny.md"
+    payload = json.loads((tmp_path / "results" / "quality-tiny.json").read_text())
+    assert payload["seeds"] == 1 and payload["command"] == command and payload["hardware"] == get_hardware(num_processes=1)
+    markdown = path.read_text()
+    assert markdown.startswith("# quality benchmark, preset `tiny`")
+    assert f"- command: `{command}`" in markdown and f"- hardware: {payload['hardware']}" in markdown
+    assert "| model | test AUC |" in markdown
+
+
+def test_speed_compares_onnx_runtime_with_pytorch_on_the_same_batches(speed, make_tiny_flip, tmp_path):
+    model = make_tiny_flip("id", embedding_size=8)
+    generator = torch.Generator().manual_seed(0)
+    columns = [torch.randint(0, field["vocab_size"], (40, 1), generator=generator)
+               for field in model.config.fields for _ in range(field["num_slots"])]
+    batches = list(torch.cat(columns, dim=1).split(16))  # 16, 16 and 8 rows
+    measured = speed.onnx_inference(model, batches, tmp_path, rounds=1)
+    assert (tmp_path / "flip_id.onnx").is_file()  # the scratch folder it was given
+    assert measured["onnx_max_probability_difference"] <= 1e-5  # the same model
+    assert measured["onnx_rows_per_second"] > 0 and measured["onnx_pytorch_rows_per_second"] > 0
+    assert measured["onnx_to_pytorch_ratio"] == pytest.approx(measured["onnx_rows_per_second"] / measured["onnx_pytorch_rows_per_second"])
+    table = speed.speed_table({**SPEED_REPORT, **measured})
+    assert "| inference: FLIP_ID in ONNX Runtime (CPU, same batches) |" in table
+    assert "| inference: FLIP_ID in PyTorch (CPU, float32)" in table
+
+
+def test_speed_without_onnxruntime_says_so(speed, monkeypatch, tmp_path):
+    monkeypatch.setattr(speed, "ONNX_PACKAGES", ("torch", "no_such_onnx_package"))
+    skipped = speed.onnx_inference(None, [], tmp_path)
+    assert skipped["onnx_rows_per_second"] is None
+    assert "no_such_onnx_package not installed" in skipped["onnx_note"] and "flip_hf[onnx]" in skipped["onnx_note"]
+    assert list(tmp_path.iterdir()) == []
+    table = speed.speed_table({**SPEED_REPORT, **skipped})
+    assert "| inference: FLIP_ID in ONNX Runtime" in table and "no_such_onnx_package not installed" in table
+
+
+def test_speed_scratch_is_a_temporary_folder(speed, monkeypatch):
+    seen = []
+
+    def measure(*args):
+        scratch = args[-1]
+        (scratch / "checkpoint").mkdir()
+        (scratch / "flip_id.onnx").write_text("")
+        seen.append(scratch)
+        return {"preset": args[0]}
+
+    monkeypatch.setattr(speed, "measure_speed", measure)
+    assert speed.run_speed("cpu-small", 1, "cpu", False, "plm", None) == {"preset": "cpu-small"}
+    (scratch,) = seen
+    assert not scratch.exists()  # removed after the run
+    assert speed.ROOT not in scratch.parents  # never in the source tree
+
+
+# a speed report's measures, for its table
+SPEED_REPORT = {
+    "preprocess_rows_per_second": 1000.0, "bare_tokenizer_rows_per_second": 2000.0, "preprocess_to_bare_tokenizer_ratio": 0.5,
+    "preprocess_id_rows_per_second": 4e5, "preprocess_id_map_rows_per_second": 1.5e5, "mean_tokens": 40.0, "pretrain_to_mlm_step_ratio": 0.5, "pretrain_step_seconds": 0.5,
+    "mlm_step_seconds": 1.0, "train_samples_per_second": {"pretrain": 50.0}, "inference_rows_per_second": {"id": 1e5},
+    "bare_backbone_rows_per_second": 1e5, "flip_id_to_bare_backbone_ratio": 1.0, "pipeline_rows_per_second": {"id": 5e4},
+    "pipeline_id_to_model_ratio": 0.5, "text_vectors_rows_per_second": 300.0, "precision": "float32", "device": "cpu", "threads": 2,
+    "matmul_gflops": 100.0, "plm_train_gflop_per_sample": 1.0, "plm_finetune_fraction_of_limit": 0.5,
+    "plm_finetune_grouped_fraction_of_limit": 0.5, "pretrain_fraction_of_limit": 0.5, "plain_mlm_fraction_of_limit": 0.2,
+}
+
+
+def test_lightgbm_sees_the_same_rows_with_train_vocabularies(quality):
     from datasets import Dataset, DatasetDict
 
     from flip_hf.schema import FieldSpec, TabularSchema
@@ -155,7 +313,7 @@ def test_lightgbm_sees_the_same_rows_with_train_vocabularies(bench):
         "validation": split(["a", "c"], [25, None], [[], ["z"]], ["great", None]),
         "test": split(["c", "b", "a"], [40, 50, 60], [["y"], None, ["x"]], ["dull", "great", "plot"]),
     })
-    frames = bench.lightgbm_frames(raw, schema, eval_rows=2)
+    frames = quality.lightgbm_frames(raw, schema, eval_rows=2)
     features, labels = frames["validation"]
     assert len(features) == 2 and len(frames["test"][0]) == 2 and len(frames["train"][0]) == 2  # eval_rows: first rows only
     assert list(features["user"].cat.categories) == ["a", "b"] and features["user"].isna().tolist() == [False, True]  # "c": unseen
