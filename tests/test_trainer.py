@@ -162,6 +162,31 @@ def test_bf16_training_on_cpu_gives_finite_losses_and_float32_metrics(tmp_path, 
     assert math.isfinite(metrics["eval_auc"]) and math.isfinite(metrics["eval_logloss"])
 
 
+def test_create_model_card_and_save_model_write_flips_card(tmp_path, tiny_flip_processor):
+    from huggingface_hub import ModelCard
+
+    trainer = FlipTrainer(
+        model=ctr_model(tiny_flip_processor, "id"), args=training_args(tmp_path, hub_model_id="org/flip-tiny"),
+        train_dataset=rows(64, 0), eval_dataset=rows(48, 1), processing_class=tiny_flip_processor,
+        data_collator=DataCollatorForFlipCTR(tiny_flip_processor, text=False),
+    )
+    trainer.train()
+    auc = trainer.evaluate()["eval_auc"]
+    trainer.create_model_card(model_name="flip-tiny", language="en", license="apache-2.0", tags=["movielens"])
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.text.lstrip().startswith("# flip-tiny")  # the title; model-index names the repo
+    assert card.data.model_name == "org/flip-tiny" and card.data.license == "apache-2.0" and card.data.language == ["en"]
+    assert {"movielens", "generated_from_trainer"} <= set(card.data.tags)
+    assert [(r.dataset_split, r.metric_type) for r in card.data.eval_results if r.metric_type == "roc_auc"] == [("validation", "roc_auc")]
+    assert next(r.metric_value for r in card.data.eval_results if r.metric_type == "roc_auc") == pytest.approx(auc)
+    assert f"pipeline(\"ctr-prediction\", model=\"org/flip-tiny\")" in card.text
+
+    trainer.save_model(str(tmp_path / "saved"))  # weights, processor and the card, as scripts/train.py saves
+    saved = ModelCard.load(tmp_path / "saved" / "README.md")
+    assert "user id is" in saved.text  # the processor's prompt template is in the card
+    assert (tmp_path / "saved" / "processor_config.json").is_file() and (tmp_path / "saved" / "flip_card_data.json").is_file()
+
+
 # --------------------------------------------------------------------------------- optimisation
 def test_plm_learning_rate_has_its_own_param_groups(tmp_path, tiny_flip_processor):
     model = ctr_model(tiny_flip_processor, "joint")
