@@ -60,7 +60,7 @@ class ModelArguments:
     backbone_options: str = field(default="{}", metadata={"help": "JSON options of the backbone."})
     embedding_size: int = 32
     id_first_order: bool = field(default=False, metadata={"help": "Add a first-order (LR) term to the ID logit."})
-    embedding_l2: float = field(default=0.0, metadata={"help": "L2 on the ID embedding table in CTR training (FuxiCTR: 0.01)."})
+    embedding_l2: float = field(default=0.01, metadata={"help": "L2 on the ID embedding tables in CTR training (FuxiCTR's regulariser; 0 for none)."})
     mlm_weight: float = 1.0
     mtm_weight: float = 1.0
     icl_weight: float = 1.0
@@ -90,9 +90,9 @@ class RunArguments:
     pretrain_epochs: float = 1.0
     pretrain_learning_rate: float = 1e-4
     pretrain_batch_size: int = 64
-    finetune_epochs: float = 3.0
+    finetune_epochs: float = field(default=20.0, metadata={"help": "At most; early stopping on validation AUC ends most runs sooner."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Finetuning rate of everything but the PLM."})
-    finetune_lr_scheduler: str = field(default="cosine", metadata={"help": "cosine, or reduce_lr_on_plateau: x0.1 at each validation without a better AUC (FuxiCTR's)."})
+    finetune_lr_scheduler: str = field(default="reduce_lr_on_plateau", metadata={"help": "reduce_lr_on_plateau (x0.1 at each validation without a better AUC, FuxiCTR's) or cosine."})
     plm_learning_rate: float = field(default=5e-5, metadata={"help": "Finetuning rate of the PLM."})
     id_batch_size: int = 1024
     text_batch_size: int = 64
