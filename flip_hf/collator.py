@@ -13,6 +13,9 @@ from .configuration_flip import IGNORE_INDEX, MASK_ID, MASKING_MODES, NO_FIELD, 
 from .padding import pad_features
 from .processing_flip import FlipProcessor
 
+# What an ID-only batch keeps of an encoded row.
+ID_COLUMNS = ("feature_ids", "numeric_positions", "labels")
+
 
 @dataclass
 class DataCollatorForFlipCTR:
@@ -38,7 +41,7 @@ class DataCollatorForFlipCTR:
             return {k: v for k, v in features.items() if self.text or k != "text_embeds"}
         features = self._encode(features)
         if not self.text:
-            features = [{k: v for k, v in f.items() if k in ("feature_ids", "labels")} for f in features]
+            features = [{k: v for k, v in f.items() if k in ID_COLUMNS} for f in features]
         return pad_features(features, self.processor.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
 
@@ -53,6 +56,7 @@ class DataCollatorForFlipPretraining(DataCollatorForFlipCTR):
       `mtm_labels` holds the original ids of its slots and -100 elsewhere.
 
     The clean inputs are kept too: the clean text feeds ICL and MTM, the clean IDs feed MLM and ICL.
+    `numeric_positions` pass through unmasked: the model ignores the position of a masked (mask id) field.
 
     Masks are drawn from a generator keyed by `seed` and the batch's content, not from torch's
     global RNG: data loaders build batches ahead of the training step (and, on resume, before

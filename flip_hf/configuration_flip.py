@@ -21,6 +21,7 @@ CTR_MODES = ("id", "text", "joint")
 MASKING_MODES = ("field", "token")
 TEXT_POOLINGS = ("cls", "mean")
 PROJECTION_HEADS = ("linear", "mlp")
+NUMERIC_ENCODINGS = ("bucket", "piecewise_linear")
 
 
 class FlipConfig(PreTrainedConfig):
@@ -31,6 +32,12 @@ class FlipConfig(PreTrainedConfig):
             included) and `num_slots` (1, or the padded length of a multi-valued field). Take it from
             `FlipProcessor.field_infos()`.
         embedding_size (`int`): size d of each field embedding (reference: 32).
+        numeric_encoding (`str`): how a numeric field's value becomes its embedding. "bucket": the embedding of
+            its quantile bucket, the same for every value in the bucket. "piecewise_linear": (1 - t) E[bucket] +
+            t E[next bucket], t the value's position in its bucket (`numeric_positions` from FlipProcessor), so
+            the logit can rise or fall inside a bucket; the last bucket has no next and stays flat. Without
+            `numeric_positions` (t = 0) both encodings give the same embeddings. "bucket" stays the default:
+            on the tiny test data, whose numeric field carries no signal, the extra freedom did not help.
         id_first_order (`bool`): add a first-order term to the ID logit, a learned scalar per feature value
             (logistic regression next to the backbone, as the reference's FuxiCTR models have).
         embedding_l2 (`float`): CTR training adds `embedding_l2 / 2 * ||E||^2` of the whole ID embedding
@@ -71,6 +78,7 @@ class FlipConfig(PreTrainedConfig):
 
     fields: list[dict[str, Any]] | None = None
     embedding_size: int = 32
+    numeric_encoding: str = "bucket"
     embedding_l2: float = 0.0
     id_first_order: bool = False
     backbone: str = "dcnv2"
@@ -133,7 +141,8 @@ class FlipConfig(PreTrainedConfig):
         """Raise a ValueError naming the option, its value and the valid choices."""
         if self.ctr_mode not in CTR_MODES:
             raise ValueError(f"Unknown ctr_mode {self.ctr_mode!r}; valid modes: {', '.join(CTR_MODES)}.")
-        for name, choices in (("masking", MASKING_MODES), ("text_pooling", TEXT_POOLINGS), ("projection_head", PROJECTION_HEADS)):
+        for name, choices in (("masking", MASKING_MODES), ("text_pooling", TEXT_POOLINGS), ("projection_head", PROJECTION_HEADS),
+                              ("numeric_encoding", NUMERIC_ENCODINGS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"Unknown {name} {getattr(self, name)!r}; valid choices: {', '.join(choices)}.")
         if self.text_head_hidden_size < 0:
@@ -168,5 +177,10 @@ class FlipConfig(PreTrainedConfig):
     def uses_ids(self) -> bool:
         return self.ctr_mode != "text"
 
+    @property
+    def uses_numeric_positions(self) -> bool:
+        """Whether the ID side reads `numeric_positions`: piecewise-linear encoding of at least one numeric field."""
+        return self.numeric_encoding == "piecewise_linear" and any(f["kind"] == "numeric" for f in self.fields)
 
-__all__ = ["FlipConfig", "CTR_MODES", "TEXT_POOLINGS"]
+
+__all__ = ["FlipConfig", "CTR_MODES", "TEXT_POOLINGS", "NUMERIC_ENCODINGS"]

@@ -68,9 +68,14 @@ class FlipFieldEmbeddings(nn.Module):
 
     Input `feature_ids` (B, S) holds per-field ids (0 pad, 1 unknown, 2 mask, 3+ values).
     Output (B, F, d).
+
+    With `piecewise_linear`, a numeric field's value id (its bucket) is embedded as (1 - t) E[id] + t E[id + 1],
+    t from `numeric_positions` (B, number of numeric fields), so values inside one bucket differ and the logit
+    can be monotone in the number. The last bucket interpolates towards itself; reserved ids (null, mask) and
+    `numeric_positions=None` take t = 0, the plain bucket embedding.
     """
 
-    def __init__(self, fields: list[dict], embedding_size: int):
+    def __init__(self, fields: list[dict], embedding_size: int, piecewise_linear: bool = False):
         super().__init__()
         vocab_sizes = [f["vocab_size"] for f in fields]
         slots = [f.get("num_slots", 1) for f in fields]
@@ -78,10 +83,16 @@ class FlipFieldEmbeddings(nn.Module):
         self.field_offsets = [sum(vocab_sizes[:field]) for field in range(len(fields))]
         self.num_fields = len(fields)
         self.pooled = len(self.slot_field) > len(fields)
+        numeric = [f for f, spec in enumerate(fields) if spec.get("kind") == "numeric"] if piecewise_linear else []
+        self.numeric_slot_list = [self.slot_field.index(f) for f in numeric]
+        self.numeric_last_row_list = [self.field_offsets[f] + vocab_sizes[f] - 1 for f in numeric]
         # buffers derived from the config: not saved, rebuilt by reset_buffers (also after meta-device loading)
         self.register_buffer("slot_offsets", torch.zeros(len(self.slot_field), dtype=torch.long), persistent=False)
         if self.pooled:
             self.register_buffer("slot_to_field", torch.zeros(len(fields), len(self.slot_field)), persistent=False)
+        if numeric:
+            self.register_buffer("numeric_slots", torch.zeros(len(numeric), dtype=torch.long), persistent=False)
+            self.register_buffer("numeric_last_rows", torch.zeros(len(numeric), dtype=torch.long), persistent=False)
         self.embedding = nn.Embedding(sum(vocab_sizes), embedding_size)
         self.reset_buffers()
 
@@ -91,9 +102,15 @@ class FlipFieldEmbeddings(nn.Module):
         init.copy_(self.slot_offsets, torch.tensor([self.field_offsets[f] for f in self.slot_field]))
         if self.pooled:
             init.copy_(self.slot_to_field, F.one_hot(torch.tensor(self.slot_field), self.num_fields).T.float())
+        if self.numeric_slot_list:
+            init.copy_(self.numeric_slots, torch.tensor(self.numeric_slot_list))
+            init.copy_(self.numeric_last_rows, torch.tensor(self.numeric_last_row_list))
 
-    def forward(self, feature_ids: torch.LongTensor) -> torch.Tensor:
-        embeddings = self.embedding(feature_ids + self.slot_offsets)
+    def forward(self, feature_ids: torch.LongTensor, numeric_positions: torch.Tensor | None = None) -> torch.Tensor:
+        rows = feature_ids + self.slot_offsets
+        embeddings = self.embedding(rows)
+        if self.numeric_slot_list and numeric_positions is not None:
+            embeddings = self._interpolate(embeddings, feature_ids, rows, numeric_positions)
         if not self.pooled:
             return embeddings
         present = (feature_ids != PAD_ID).float()
@@ -101,18 +118,26 @@ class FlipFieldEmbeddings(nn.Module):
         counts = (present @ self.slot_to_field.T).clamp(min=1.0)
         return summed / counts.unsqueeze(-1)
 
+    def _interpolate(self, embeddings, feature_ids, rows, numeric_positions) -> torch.Tensor:
+        """Add t (E[id + 1] - E[id]) on the numeric slots; value ids only, the last bucket's next row is itself."""
+        ids = feature_ids.index_select(1, self.numeric_slots)
+        t = numeric_positions.to(embeddings.dtype) * (ids >= NUM_RESERVED_IDS)
+        start = rows.index_select(1, self.numeric_slots)
+        step = self.embedding(torch.minimum(start + 1, self.numeric_last_rows)) - self.embedding(start)
+        return embeddings.index_add(1, self.numeric_slots, t.unsqueeze(-1) * step)
+
 
 class FlipIdEncoder(nn.Module):
     """Field embeddings + an ID backbone -> `h_id`."""
 
     def __init__(self, config: FlipConfig):
         super().__init__()
-        self.embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size)
+        self.embeddings = FlipFieldEmbeddings(config.fields, config.embedding_size, config.uses_numeric_positions)
         self.backbone = build_backbone(config.backbone, len(config.fields), config.embedding_size, config.backbone_options)
         self.output_size = self.backbone.output_size
 
-    def forward(self, feature_ids: torch.LongTensor) -> torch.Tensor:
-        return self.backbone(self.embeddings(feature_ids))
+    def forward(self, feature_ids: torch.LongTensor, numeric_positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone(self.embeddings(feature_ids, numeric_positions))
 
 
 def _load_plm(name_or_path: str, text_config) -> PreTrainedModel:
@@ -434,8 +459,8 @@ class FlipModel(FlipPreTrainedModel):
     def set_input_embeddings(self, value):
         self.text_encoder.set_input_embeddings(value)
 
-    def encode_ids(self, feature_ids: torch.LongTensor) -> torch.Tensor:
-        return self.id_encoder(feature_ids)
+    def encode_ids(self, feature_ids: torch.LongTensor, numeric_positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.id_encoder(feature_ids, numeric_positions)
 
     def encode_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -448,8 +473,10 @@ class FlipModel(FlipPreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
-    def forward(self, feature_ids=None, input_ids=None, attention_mask=None, **kwargs) -> FlipModelOutput:
-        id_embedding = self.encode_ids(feature_ids) if self.id_encoder is not None and feature_ids is not None else None
+    def forward(self, feature_ids=None, input_ids=None, attention_mask=None, numeric_positions=None, **kwargs) -> FlipModelOutput:
+        id_embedding = None
+        if self.id_encoder is not None and feature_ids is not None:
+            id_embedding = self.encode_ids(feature_ids, numeric_positions)
         states = None
         if self.text_encoder is not None and input_ids is not None:
             states = self.encode_text(input_ids, attention_mask)
@@ -506,11 +533,14 @@ class FlipForPretraining(FlipPreTrainedModel):
         masked_feature_ids: torch.LongTensor | None = None,
         mtm_labels: torch.LongTensor | None = None,
         token_field_ids: torch.LongTensor | None = None,
+        numeric_positions: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> FlipForPretrainingOutput:
         flip = self.flip
-        clean_ids = self.align_norm(flip.encode_ids(feature_ids)) if (self.mlm_head or self.icl_head) else None
+        clean_ids = None
+        if self.mlm_head or self.icl_head:
+            clean_ids = self.align_norm(flip.encode_ids(feature_ids, numeric_positions))
         clean_text = flip.encode_text(input_ids, attention_mask) if (self.mtm_head or self.icl_head) else None
 
         mlm_loss = mtm_loss = icl_loss = None
@@ -523,7 +553,8 @@ class FlipForPretraining(FlipPreTrainedModel):
             mlm_loss = F.cross_entropy(logits, mlm_labels[rows, cols]) if len(rows) else logits.sum() * 0.0
         if self.mtm_head is not None:
             _require(masked_feature_ids=masked_feature_ids, mtm_labels=mtm_labels)
-            masked_ids = self.align_norm(flip.encode_ids(masked_feature_ids))
+            # a masked numeric field has the mask id, which ignores its position: nothing of its value leaks
+            masked_ids = self.align_norm(flip.encode_ids(masked_feature_ids, numeric_positions))
             mtm_loss = self.mtm_head(masked_ids, clean_text, attention_mask, mtm_labels)
         if self.icl_head is not None:
             icl_loss = self.icl_head(clean_ids, flip.pool_text(clean_text, attention_mask))
@@ -561,6 +592,10 @@ class FlipForCTR(FlipPreTrainedModel):
     With `config.id_first_order` the ID logit also sums a learned scalar per feature value. In training,
     modes with an ID side add `config.embedding_l2 / 2 * ||E||^2` of the ID embedding tables.
 
+    `numeric_positions` (B, numeric fields), from `FlipProcessor`, place each number inside its bucket when
+    `config.numeric_encoding="piecewise_linear"`; None means t = 0, the plain bucket embeddings, which is how
+    rows encoded before positions existed behave.
+
     `FlipForCTR.from_pretrained(<pretraining checkpoint>, ctr_mode=...)` reuses the aligned encoders;
     the load report lists the new heads (pretraining heads are dropped without noise).
 
@@ -575,7 +610,9 @@ class FlipForCTR(FlipPreTrainedModel):
         super().__init__(config)
         self.flip = FlipModel(config, with_ids=config.uses_ids, with_text=config.uses_text)
         self.id_head = nn.Linear(self.flip.id_encoder.output_size, 1) if config.uses_ids else None
-        self.id_first_order = FlipFieldEmbeddings(config.fields, 1) if config.uses_ids and config.id_first_order else None
+        self.id_first_order = None
+        if config.uses_ids and config.id_first_order:
+            self.id_first_order = FlipFieldEmbeddings(config.fields, 1, config.uses_numeric_positions)
         self.text_head = _text_head(config) if config.uses_text else None
         if config.uses_text and config.freeze_text_encoder:
             self.flip.text_encoder.requires_grad_(False)
@@ -608,6 +645,7 @@ class FlipForCTR(FlipPreTrainedModel):
         labels: torch.Tensor | None = None,
         token_field_ids: torch.LongTensor | None = None,
         text_embeds: torch.FloatTensor | None = None,
+        numeric_positions: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> FlipForCTROutput:
@@ -623,9 +661,9 @@ class FlipForCTR(FlipPreTrainedModel):
             raise ValueError(f"ctr_mode={mode!r} needs input_ids (FlipProcessor(text=True)) or text_embeds.")
         id_logits = text_logits = None
         if self.id_head is not None:
-            id_logits = self.id_head(self.flip.encode_ids(feature_ids)).squeeze(-1)
+            id_logits = self.id_head(self.flip.encode_ids(feature_ids, numeric_positions)).squeeze(-1)
             if self.id_first_order is not None:
-                id_logits = id_logits + self.id_first_order(feature_ids).sum(dim=(1, 2))
+                id_logits = id_logits + self.id_first_order(feature_ids, numeric_positions).sum(dim=(1, 2))
         if self.text_head is not None:
             if text_embeds is None:
                 text_embeds = self.embed_text(input_ids, attention_mask)

@@ -1,9 +1,10 @@
 """ONNX export of FLIP_ID (`FlipForCTR` with `ctr_mode="id"`) for serving, and an onnxruntime runner.
 
 Only id mode exports: its whole forward pass is embedding lookups and dense layers over one int64
-tensor, so the graph needs neither the PLM nor a tokenizer. The exporter is torch's
-`torch.export`-based one (`dynamo=True`), the default and recommended one since PyTorch 2.9; the
-TorchScript exporter is deprecated and slated for removal.
+tensor (plus the float `numeric_positions` of piecewise-linear numeric fields), so the graph needs
+neither the PLM nor a tokenizer. The exporter is torch's `torch.export`-based one (`dynamo=True`),
+the default and recommended one since PyTorch 2.9; the TorchScript exporter is deprecated and
+slated for removal.
 
 onnx, onnxscript and onnxruntime are an optional extra: `pip install "flip_hf[onnx]"`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from torch import nn
 from .configuration_flip import UNKNOWN_ID
 from .modeling_flip import FlipForCTR
 
-INPUT_NAME = "feature_ids"
+INPUT_NAMES = ("feature_ids", "numeric_positions")
 OUTPUT_NAMES = ("logits", "probabilities")
 
 
@@ -38,14 +40,15 @@ def _require(*modules: str) -> None:
 
 
 class _ClickGraph(nn.Module):
-    """What gets exported: `feature_ids` in, plain tensors out (the exporter cannot return a ModelOutput)."""
+    """What gets exported: `feature_ids` (and `numeric_positions`) in, plain tensors out (the exporter cannot
+    return a ModelOutput)."""
 
     def __init__(self, model: FlipForCTR):
         super().__init__()
         self.model = model
 
-    def forward(self, feature_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.model(feature_ids=feature_ids)
+    def forward(self, feature_ids: torch.LongTensor, numeric_positions: torch.Tensor | None = None):
+        output = self.model(feature_ids=feature_ids, numeric_positions=numeric_positions)
         return output.logits, output.probabilities
 
 
@@ -53,12 +56,13 @@ def export_onnx(model: FlipForCTR, path: str | os.PathLike, opset: int | None = 
     """Export an id-mode `FlipForCTR` to the ONNX file `path` and return that path.
 
     The graph takes `feature_ids`, int64 of shape (batch, num_slots) as `FlipProcessor.encode_ids`
-    gives it (num_slots is the sum of `num_slots` over `model.config.fields`), and returns `logits`
-    and `probabilities`, float of shape (batch,). The batch dimension is dynamic. The model is traced
-    in eval mode (no dropout) and left in the mode it came in. `opset` None takes torch's recommended
-    opset (20 with torch 2.13); below 18 torch converts the graph down, which may fail. Weights go into
-    the one file unless they pass 1.5 GB, when torch writes them to a `<path>.data` file beside it,
-    which must then travel with the model.
+    gives it (num_slots is the sum of `num_slots` over `model.config.fields`), and, when the model reads
+    them (`config.uses_numeric_positions`), `numeric_positions`, float of shape (batch, numeric fields) as
+    `FlipProcessor.encode_positions` gives them. It returns `logits` and `probabilities`, float of shape
+    (batch,). The batch dimension is dynamic. The model is traced in eval mode (no dropout) and left in
+    the mode it came in. `opset` None takes torch's recommended opset (20 with torch 2.13); below 18
+    torch converts the graph down, which may fail. Weights go into the one file unless they pass 1.5 GB,
+    when torch writes them to a `<path>.data` file beside it, which must then travel with the model.
     """
     if not isinstance(model, FlipForCTR):
         raise TypeError(f"export_onnx exports a FlipForCTR, got {type(model).__name__}.")
@@ -72,24 +76,33 @@ def export_onnx(model: FlipForCTR, path: str | os.PathLike, opset: int | None = 
         )
     _require("onnx", "onnxscript")
 
-    num_slots = sum(field["num_slots"] for field in model.config.fields)
+    config = model.config
+    num_slots = sum(field["num_slots"] for field in config.fields)
     # any valid ids do: the graph does not depend on their values; two rows keep the batch size symbolic
-    example = torch.full((2, num_slots), UNKNOWN_ID, dtype=torch.long, device=model.device)
+    example = [torch.full((2, num_slots), UNKNOWN_ID, dtype=torch.long, device=model.device)]
+    if config.uses_numeric_positions:
+        num_numeric = sum(field["kind"] == "numeric" for field in config.fields)
+        example.append(torch.full((2, num_numeric), 0.5, device=model.device))
+    input_names = INPUT_NAMES[: len(example)]
+    batch = torch.export.Dim("batch")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
     try:
-        program = torch.onnx.export(
-            _ClickGraph(model).eval(),
-            (example,),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
-            dynamo=True,
-            verbose=False,
-        )
+        with warnings.catch_warnings():
+            # both inputs share the batch axis: torch names it once, then warns that it cannot name it twice
+            warnings.filterwarnings("ignore", message="# The axis name: batch will not be used")
+            program = torch.onnx.export(
+                _ClickGraph(model).eval(),
+                tuple(example),
+                input_names=list(input_names),
+                output_names=list(OUTPUT_NAMES),
+                opset_version=opset,
+                dynamic_shapes={name: {0: batch} for name in input_names},
+                dynamo=True,
+                verbose=False,
+            )
     finally:
         model.train(was_training)
     program.save(path)
@@ -97,8 +110,11 @@ def export_onnx(model: FlipForCTR, path: str | os.PathLike, opset: int | None = 
 
 
 class OnnxCTRModel:
-    """An exported FLIP_ID model in an onnxruntime session: `OnnxCTRModel(path)(feature_ids)` gives the
-    click probabilities as numpy, so serving code and benchmarks can compare it with PyTorch.
+    """An exported FLIP_ID model in an onnxruntime session: `OnnxCTRModel(path)(feature_ids, numeric_positions)`
+    gives the click probabilities as numpy, so serving code and benchmarks can compare it with PyTorch.
+
+    As in PyTorch, leaving out `numeric_positions` means t = 0 (every number at the start of its bucket), and
+    a graph without that input (bucket encoding, no numeric field) ignores them.
 
     `providers` and `sess_options` go to `onnxruntime.InferenceSession` (default: the CPU provider).
     """
@@ -108,24 +124,33 @@ class OnnxCTRModel:
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(str(path), sess_options=sess_options, providers=list(providers))
-        self.num_slots = self.session.get_inputs()[0].shape[1]
+        inputs = self.session.get_inputs()
+        self.num_slots = inputs[0].shape[1]
+        self.num_positions = inputs[1].shape[1] if len(inputs) > 1 else None
 
-    def run(self, feature_ids) -> dict[str, np.ndarray]:
-        """`logits` and `probabilities` (batch,) for `feature_ids` (batch, num_slots): a numpy array,
-        a torch tensor or nested lists of ids."""
-        if isinstance(feature_ids, torch.Tensor):
-            feature_ids = feature_ids.detach().cpu().numpy()
-        feature_ids = np.ascontiguousarray(feature_ids, dtype=np.int64)
-        if feature_ids.ndim != 2 or feature_ids.shape[1] != self.num_slots:
-            raise ValueError(
-                f"feature_ids must have shape (batch, {self.num_slots}) as FlipProcessor.encode_ids gives it, "
-                f"got {feature_ids.shape}."
-            )
-        outputs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: feature_ids})
+    def run(self, feature_ids, numeric_positions=None) -> dict[str, np.ndarray]:
+        """`logits` and `probabilities` (batch,) for `feature_ids` (batch, num_slots) and `numeric_positions`
+        (batch, numeric fields): numpy arrays, torch tensors or nested lists."""
+        feed = {"feature_ids": _as_array("feature_ids", feature_ids, np.int64, self.num_slots)}
+        if self.num_positions is not None:
+            if numeric_positions is None:
+                numeric_positions = np.zeros((len(feed["feature_ids"]), self.num_positions))
+            feed["numeric_positions"] = _as_array("numeric_positions", numeric_positions, np.float32, self.num_positions)
+        outputs = self.session.run(list(OUTPUT_NAMES), feed)
         return dict(zip(OUTPUT_NAMES, outputs))
 
-    def __call__(self, feature_ids) -> np.ndarray:
-        return self.run(feature_ids)["probabilities"]
+    def __call__(self, feature_ids, numeric_positions=None) -> np.ndarray:
+        return self.run(feature_ids, numeric_positions)["probabilities"]
+
+
+def _as_array(name: str, values, dtype, width: int) -> np.ndarray:
+    """The input `name` as a contiguous (batch, width) array of `dtype`: from numpy, torch or nested lists."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.ascontiguousarray(values, dtype=dtype)
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"{name} must have shape (batch, {width}) as FlipProcessor gives it, got {array.shape}.")
+    return array
 
 
 __all__ = ["export_onnx", "OnnxCTRModel"]

@@ -14,6 +14,8 @@ def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multi
     batch: dict[str, torch.Tensor] = {
         "feature_ids": torch.tensor([f["feature_ids"] for f in features], dtype=torch.long),
     }
+    if "numeric_positions" in features[0]:  # absent from rows encoded before positions existed
+        batch["numeric_positions"] = torch.tensor([f["numeric_positions"] for f in features], dtype=torch.float)
     if "text_embeds" in features[0]:  # precomputed vectors of a frozen PLM: the tokens are not needed
         batch["text_embeds"] = torch.tensor([f["text_embeds"] for f in features], dtype=torch.float)
     elif "input_ids" in features[0]:

@@ -4,7 +4,8 @@ The processor owns everything needed to turn raw field values into model inputs:
 * the schema (ordered fields),
 * per-field vocabularies fit on the training split (FuxiCTR style), with reserved ids
   0 = padding, 1 = unknown (unseen, rare or null), 2 = mask,
-* quantile bucket boundaries for numeric fields,
+* quantile bucket boundaries for numeric fields, and each one's training range, which place a number inside
+  its bucket (`numeric_positions`, for the piecewise-linear encoding),
 * the prompt template (`flip_hf.prompting`) and the tokenizer.
 
 Text and IDs come from the same row, and the tokenizer's offset mapping ties every value token
@@ -56,7 +57,8 @@ class FlipProcessor(ProcessorMixin):
         prompt_template: a user template with one `{field_name}` per field; overrides the style.
         max_length: token budget; long values are cut inside their own span, never a whole field.
         min_frequency: values seen fewer times in training map to the unknown id.
-        vocabularies, bucket_boundaries, max_values: fitted state, set by `fit` (and on load).
+        vocabularies, bucket_boundaries, numeric_ranges, max_values: fitted state, set by `fit` (and on load).
+            `numeric_ranges` holds [min, max] seen in training per numeric field (None for other fields).
     """
 
     attributes = ["tokenizer"]
@@ -72,6 +74,7 @@ class FlipProcessor(ProcessorMixin):
         min_frequency: int = 1,
         vocabularies: list[list[str]] | None = None,
         bucket_boundaries: list[list[float] | None] | None = None,
+        numeric_ranges: list[list[float] | None] | None = None,
         max_values: list[int] | None = None,
         **kwargs,
     ):
@@ -93,6 +96,7 @@ class FlipProcessor(ProcessorMixin):
         self.min_frequency = min_frequency
         self.vocabularies = vocabularies
         self.bucket_boundaries = bucket_boundaries
+        self.numeric_ranges = numeric_ranges
         self.max_values = max_values
         self._build_lookups()
         self._segment_plan = None  # decided on first use, see _plan_segments
@@ -120,10 +124,13 @@ class FlipProcessor(ProcessorMixin):
         ]
 
     def vocabulary_fingerprint(self) -> str:
-        """A digest of every id this processor assigns: fields, vocabularies, numeric buckets, slots. A model
-        stores the fingerprint of the processor it was built for, so a mismatched pair is caught on load."""
+        """A digest of every id this processor assigns: fields, vocabularies, numeric buckets and ranges, slots. A
+        model stores the fingerprint of the processor it was built for, so a mismatched pair is caught on load.
+        (Processors saved before numeric ranges existed keep their fingerprint.)"""
         self._require_fitted()
         state = [self.field_infos(), self.vocabularies, self.bucket_boundaries]
+        if any(value_range is not None for value_range in self.numeric_ranges or []):
+            state.append(self.numeric_ranges)
         return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
     def check_matches(self, config) -> None:
@@ -171,6 +178,7 @@ class FlipProcessor(ProcessorMixin):
             "min_frequency": self.min_frequency,
             "vocabularies": self.vocabularies,
             "bucket_boundaries": self.bucket_boundaries,
+            "numeric_ranges": self.numeric_ranges,
             "max_values": self.max_values,
         }
         if getattr(self, "auto_map", None):
@@ -185,7 +193,7 @@ class FlipProcessor(ProcessorMixin):
         self._check_single_values(train_split)
         if len(train_split[self.fields[0].name]) == 0:
             raise ValueError("The training split is empty: fit() needs at least one row.")
-        vocabularies, boundaries, max_values = [], [], []
+        vocabularies, boundaries, ranges, max_values = [], [], [], []
         for spec in self.fields:
             column = list(train_split[spec.name])
             if spec.kind == "numeric":
@@ -193,10 +201,12 @@ class FlipProcessor(ProcessorMixin):
                 numbers = numbers[~np.isnan(numbers)]
                 edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1])) if len(numbers) else []
                 boundaries.append([float(e) for e in edges])
+                ranges.append([float(numbers.min()), float(numbers.max())] if len(numbers) else None)
                 vocabularies.append([f"bucket {i}" for i in range(len(edges) + 1)])
                 max_values.append(1)
                 continue
             boundaries.append(None)
+            ranges.append(None)
             if spec.kind == "text":  # one id per distinct text would be a vocabulary of single rows
                 vocabularies.append([TEXT_PRESENT])
                 max_values.append(1)
@@ -212,7 +222,8 @@ class FlipProcessor(ProcessorMixin):
             # most frequent first; ties broken by value so the vocabulary is deterministic
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
             vocabularies.append([value for value, count in ranked if count >= self.min_frequency])
-        self.vocabularies, self.bucket_boundaries, self.max_values = vocabularies, boundaries, max_values
+        self.vocabularies, self.bucket_boundaries, self.numeric_ranges = vocabularies, boundaries, ranges
+        self.max_values = max_values
         self._build_lookups()
         logger.info(
             "Fitted FlipProcessor on %d rows: %s",
@@ -248,11 +259,41 @@ class FlipProcessor(ProcessorMixin):
 
     def _bucket_ids(self, field_index: int, column) -> np.ndarray:
         """`bisect_right` bucket of each number (after the reserved ids); the unknown id for nulls and NaN."""
-        numbers = _as_numbers(self.fields[field_index].name, column)
-        boundaries = np.asarray(self.bucket_boundaries[field_index], dtype=np.float64)
-        ids = NUM_RESERVED_IDS + np.searchsorted(boundaries, numbers, side="right")
+        numbers, buckets = self._buckets(field_index, column)
+        ids = NUM_RESERVED_IDS + buckets
         ids[np.isnan(numbers)] = UNKNOWN_ID
         return ids
+
+    def _buckets(self, field_index: int, column) -> tuple[np.ndarray, np.ndarray]:
+        """Each value as a float (NaN for nulls) and its `bisect_right` bucket index."""
+        numbers = _as_numbers(self.fields[field_index].name, column)
+        boundaries = np.asarray(self.bucket_boundaries[field_index], dtype=np.float64)
+        return numbers, np.searchsorted(boundaries, numbers, side="right")
+
+    def encode_positions(self, batch: dict[str, list]) -> list[list[float]]:
+        """`numeric_positions` rows: per numeric field, where the number lies inside its bucket, in [0, 1].
+
+        A bucket id alone makes every value of a bucket look the same; the position t = (x - lo) / (hi - lo) lets
+        the model interpolate between the bucket's embedding and the next one's (`FlipConfig.numeric_encoding`).
+        lo and hi are the bucket's boundaries, the training minimum and maximum at the ends. t is clamped to
+        [0, 1], and 0 for a null, a bucket of zero width, and a processor saved before ranges were fitted.
+        """
+        self._require_fitted()
+        num_rows = self._check_batch(batch, require_label=False)
+        columns = []
+        for field_index, spec in enumerate(self.fields):
+            if spec.kind != "numeric":
+                continue
+            value_range = self.numeric_ranges[field_index] if self.numeric_ranges is not None else None
+            if value_range is None:
+                columns.append(np.zeros(num_rows))
+                continue
+            numbers, buckets = self._buckets(field_index, batch[spec.name])
+            knots = np.array([value_range[0], *self.bucket_boundaries[field_index], value_range[1]])
+            lo, width = knots[buckets], np.diff(knots)[buckets]
+            t = np.where(width > 0, (numbers - lo) / np.where(width > 0, width, 1.0), 0.0)
+            columns.append(np.clip(np.nan_to_num(t), 0.0, 1.0))  # a null's NaN becomes 0
+        return np.stack(columns, axis=1).tolist() if columns else [[] for _ in range(num_rows)]
 
     def _multi_ids(self, field_index: int, column) -> np.ndarray:
         """(rows, slots) ids: each row's value ids in order, cut to the fitted slots, then padding. A null row
@@ -415,15 +456,17 @@ class FlipProcessor(ProcessorMixin):
     def __call__(self, batch: dict[str, list] | None = None, text: bool = True, return_tensors: str | None = None, **kwargs):
         """Encode a batch (dict of lists, as `Dataset.map(batched=True)` passes) or a single row dict.
 
-        Returns `feature_ids`, and with `text=True` also `input_ids`, `attention_mask` and
-        `token_field_ids`; plus `labels` when the label column is present. With
-        `return_tensors="pt"` the result is padded into tensors.
+        Returns `feature_ids`, `numeric_positions` when the schema has numeric fields, and with `text=True`
+        also `input_ids`, `attention_mask` and `token_field_ids`; plus `labels` when the label column is
+        present. With `return_tensors="pt"` the result is padded into tensors.
         """
         if batch is None:
             raise ValueError("Call the processor with a batch: a dict of lists, or one row as a dict.")
         if self._is_single_row(batch):
             batch = {key: [value] for key, value in batch.items()}
         output: dict[str, Any] = {"feature_ids": self.encode_ids(batch)}
+        if any(spec.kind == "numeric" for spec in self.fields):
+            output["numeric_positions"] = self.encode_positions(batch)
         if text:
             output.update(self.encode_text(batch))
         label_column = self.schema.label_column
@@ -483,7 +526,7 @@ class FlipProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "token_field_ids", "feature_ids"]
+        return ["input_ids", "attention_mask", "token_field_ids", "feature_ids", "numeric_positions"]
 
 
 def _check_multi_value(field: str, values) -> None:

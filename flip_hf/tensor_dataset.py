@@ -1,10 +1,11 @@
 """Encoded rows held as contiguous tensors, served a whole batch at a time.
 
 An ID-only (or cached-text) step costs the model about as much as building its batch row by row
-from Arrow and Python lists. Here the fixed-width columns (`feature_ids`, `labels`, `text_embeds`)
-become one tensor each, and `__getitems__` (which torch's DataLoader calls with a batch's indices)
-returns the batch by index slicing. The FLIP collators pass such a ready batch through, so this
-dataset plugs into `Trainer` like any other, with its samplers, sharding and seeds.
+from Arrow and Python lists. Here the fixed-width columns (`feature_ids`, `numeric_positions`,
+`labels`, `text_embeds`) become one tensor each, and `__getitems__` (which torch's DataLoader calls
+with a batch's indices) returns the batch by index slicing. The FLIP collators pass such a ready
+batch through, so this dataset plugs into `Trainer` like any other, with its samplers, sharding and
+seeds.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-TENSOR_COLUMNS = {"feature_ids": torch.long, "labels": torch.float, "text_embeds": torch.float}
+TENSOR_COLUMNS = {
+    "feature_ids": torch.long, "numeric_positions": torch.float, "labels": torch.float, "text_embeds": torch.float,
+}
 
 
 class FlipTensorDataset(Dataset):
-    """`feature_ids` (N, slots), `labels` (N,) and, if present, `text_embeds` (N, hidden) as tensors.
+    """`feature_ids` (N, slots), `labels` (N,) and, if present, `numeric_positions` (N, numeric fields) and
+    `text_embeds` (N, hidden) as tensors.
 
     Other columns (e.g. the user id for gAUC and cold-start slices) are kept as numpy arrays and read by
     name, as on a `datasets.Dataset`: `dataset["user_id"]`, `dataset.column_names`.

@@ -59,6 +59,7 @@ class ModelArguments:
     backbone: str = field(default="dcnv2", metadata={"help": "ID backbone: dnn, lr, fm, deepfm, widedeep, dcn, dcnv2, autoint, xdeepfm."})
     backbone_options: str = field(default="{}", metadata={"help": "JSON options of the backbone."})
     embedding_size: int = 32
+    numeric_encoding: str = field(default="bucket", metadata={"help": "Numeric fields: bucket, or piecewise_linear (the value's place inside its bucket too)."})
     id_first_order: bool = field(default=False, metadata={"help": "Add a first-order (LR) term to the ID logit."})
     embedding_l2: float = field(default=0.01, metadata={"help": "L2 on the ID embedding tables in CTR training (FuxiCTR's regulariser; 0 for none)."})
     mlm_weight: float = 1.0

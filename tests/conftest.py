@@ -21,6 +21,17 @@ def bert_tokenizer():
     return tiny_bert_tokenizer()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors train fastest on one thread: more intra-op threads only add overhead, and spin-wait on a busy box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------------------------
 # Local Hub server (tests/hub_server.py): real `push_to_hub` / `from_pretrained` paths, no network
 # ------------------------------------------------------------------------------------------------

@@ -252,14 +252,6 @@ def _train_auc(name: str, options: dict, interaction: bool, steps: int = 100) ->
     return roc_auc_score(labels.numpy(), scores.numpy())
 
 
-@pytest.fixture
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and spin-wait badly on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.timeout(30)
 @pytest.mark.usefixtures("one_thread")

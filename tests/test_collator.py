@@ -218,18 +218,19 @@ def test_ctr_collator_text_false_and_raw_rows(processor, monkeypatch):
     raw = [dict(zip(columns, values)) for values in zip(*columns.values())]
     from_raw = DataCollatorForFlipCTR(processor)(raw)
     from_encoded = DataCollatorForFlipCTR(processor)(encoded_rows(processor, columns))
-    assert set(from_raw) == set(from_encoded) == {"feature_ids", "input_ids", "attention_mask", "token_field_ids", "labels"}
+    assert set(from_raw) == set(from_encoded) == {"feature_ids", "numeric_positions", "input_ids", "attention_mask",
+                                                  "token_field_ids", "labels"}
     assert all(torch.equal(from_raw[k], from_encoded[k]) for k in from_raw)
 
     ids_only = DataCollatorForFlipCTR(processor, text=False)
-    assert set(ids_only(encoded_rows(processor, columns))) == {"feature_ids", "labels"}
+    assert set(ids_only(encoded_rows(processor, columns))) == {"feature_ids", "numeric_positions", "labels"}
 
     def refuse(*args, **kwargs):
         raise AssertionError("text=False must not tokenize")
 
     monkeypatch.setattr(processor, "encode_text", refuse)
     out = ids_only(raw)
-    assert set(out) == {"feature_ids", "labels"}
+    assert set(out) == {"feature_ids", "numeric_positions", "labels"}
     assert torch.equal(out["feature_ids"], from_raw["feature_ids"]) and out["labels"].dtype == torch.float32
     unlabeled = [{k: v for k, v in row.items() if k != "label"} for row in raw]
-    assert set(ids_only(unlabeled)) == {"feature_ids"}
+    assert set(ids_only(unlabeled)) == {"feature_ids", "numeric_positions"}

@@ -396,7 +396,7 @@ def test_single_row_and_tensors(tokenizer):
         single = processor(row)
         assert {k: v[0] for k, v in single.items()} == {k: v[i] for k, v in batch.items()}
     tensors = processor(columns, return_tensors="pt")
-    assert set(tensors) == {"feature_ids", "input_ids", "attention_mask", "token_field_ids", "labels"}
+    assert set(tensors) == {"feature_ids", "numeric_positions", "input_ids", "attention_mask", "token_field_ids", "labels"}
     longest = max(len(ids) for ids in batch["input_ids"])
     assert tensors["input_ids"].shape == (5, longest) and tensors["input_ids"].dtype == torch.long
     assert tensors["feature_ids"].tolist() == batch["feature_ids"]
@@ -415,10 +415,10 @@ def test_text_false_returns_only_ids(bert_tokenizer):
     processor = fitted(bert_tokenizer)
     columns = tiny_rows(4)
     out = processor(columns, text=False)
-    assert set(out) == {"feature_ids", "labels"}
+    assert set(out) == {"feature_ids", "numeric_positions", "labels"}
     assert out["feature_ids"] == processor(columns)["feature_ids"]
     del columns["label"]
-    assert set(processor(columns, text=False)) == {"feature_ids"}
+    assert set(processor(columns, text=False)) == {"feature_ids", "numeric_positions"}
     assert "labels" not in processor(columns)
 
 
@@ -432,7 +432,7 @@ def test_dataset_map_batched_keeps_row_order(tokenizer):
     for key, values in direct.items():
         assert mapped[key] == values, key
     ids_only = dataset.map(processor, batched=True, fn_kwargs={"text": False}, remove_columns=dataset.column_names)
-    assert set(ids_only.column_names) == {"feature_ids", "labels"}
+    assert set(ids_only.column_names) == {"feature_ids", "numeric_positions", "labels"}
     assert ids_only["feature_ids"] == direct["feature_ids"]
 
 

@@ -24,7 +24,7 @@ def test_a_batch_equals_the_collated_rows(encoded, tiny_flip_processor):
     indices = [5, 0, 77, 31, 5]
     batch = collator(tensors.__getitems__(indices))
     expected = collator([encoded[i] for i in indices])
-    assert batch.keys() == expected.keys() == {"feature_ids", "labels"}
+    assert batch.keys() == expected.keys() == {"feature_ids", "numeric_positions", "labels"}
     for key in batch:
         assert batch[key].dtype == expected[key].dtype
         assert torch.equal(batch[key], expected[key])
@@ -33,7 +33,7 @@ def test_a_batch_equals_the_collated_rows(encoded, tiny_flip_processor):
 
 def test_other_columns_are_read_by_name(encoded):
     tensors = FlipTensorDataset.from_dataset(encoded)
-    assert tensors.column_names == ["feature_ids", "labels", "user_id"]
+    assert tensors.column_names == ["feature_ids", "numeric_positions", "labels", "user_id"]
     assert list(tensors["user_id"]) == encoded["user_id"]
     assert tensors["labels"].tolist() == encoded["labels"]
     assert len(tensors) == len(encoded)
