@@ -236,7 +236,7 @@ def measure_speed(preset_name: str, threads: int, device_name: str, bf16: bool, 
         size = 1024 if mode == "id" else batch_size
         seconds = timed_training(model, to_device(ctr_collator([encoded[i] for i in range(size)]), device))
         report["train_samples_per_second"][f"finetune_{mode}"] = size / seconds
-        if mode == "text":  # a typical batch as --group_by_length draws them: neighbours around the median length
+        if mode == "text":  # a typical batch as group_by_length sampling draws them: neighbours around the median length
             by_length = sorted(eval_rows, key=lambda row: len(row["input_ids"]))
             grouped = by_length[len(by_length) // 2 - size // 2 :][:size]
             seconds = timed_training(model, to_device(ctr_collator(grouped), device))
@@ -345,7 +345,7 @@ def speed_table(report: dict) -> str:
          f"{report['matmul_gflops']:,.1f} GFLOP/s"),
         ("PLM training FLOPs per sample", f"{report['plm_train_gflop_per_sample']:.3f} GFLOP"),
         ("PLM finetuning (text mode) / compute limit", f"{100 * report['plm_finetune_fraction_of_limit']:.1f}%"),
-        ("same, length-grouped batch (--group_by_length)", f"{100 * report['plm_finetune_grouped_fraction_of_limit']:.1f}%"),
+        ("same, length-grouped batch (group_by_length sampling)", f"{100 * report['plm_finetune_grouped_fraction_of_limit']:.1f}%"),
         ("pretraining (2 PLM passes) / compute limit", f"{100 * report['pretrain_fraction_of_limit']:.1f}%"),
         ("plain MLM / compute limit", f"{100 * report['plain_mlm_fraction_of_limit']:.1f}%"),
     ]
