@@ -258,6 +258,10 @@ class FlipRun:
             load_best_model_at_end=True, metric_for_best_model="auc", greater_is_better=True,
             **FINETUNE_SCHEDULERS[run.finetune_lr_scheduler],
         )
+        if run.finetune_lr_scheduler == "reduce_lr_on_plateau" and self.training_args.warmup_steps:
+            logger.warning("--warmup_steps %s applies to pretraining only: the plateau scheduler of finetuning has no "
+                           "warm-up. Pass --finetune_lr_scheduler cosine to warm up finetuning too.",
+                           self.training_args.warmup_steps)
         trainer = FlipTrainer(
             model=model, args=args, train_dataset=train, eval_dataset=validation,
             data_collator=DataCollatorForFlipCTR(self.processor, text=with_text),

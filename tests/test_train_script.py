@@ -614,6 +614,17 @@ def test_accelerate_launch_two_processes(tmp_path, tiny_dataset_dir, tiny_text_m
     assert done.stdout.count("| FLIP |") == 1
 
 
+def test_a_warm_up_the_plateau_scheduler_ignores_is_reported(train, base_argv, tmp_path, caplog):
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "2", "--warmup_steps", "1"]
+    with caplog.at_level("WARNING", logger="flip_hf.training_run"):
+        train.main(argv + ["--output_dir", str(tmp_path / "plateau")])
+    assert "--warmup_steps 1.0 applies to pretraining only" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flip_hf.training_run"):
+        train.main(argv + ["--finetune_lr_scheduler", "cosine", "--output_dir", str(tmp_path / "cosine")])
+    assert "applies to pretraining only" not in caplog.text
+
+
 def test_two_processes_train_the_model_one_process_trains(tmp_path, tiny_dataset_dir, tiny_text_model_dir):
     """scripts/accelerate/cpu-2proc.yaml: 2 processes x 8 rows per step give the weights of 1 process x 16 rows (the
     same rows per step, gradients averaged across processes), up to float summation order. fm has no dropout."""
