@@ -22,6 +22,8 @@ MASKING_MODES = ("field", "token")
 TEXT_POOLINGS = ("cls", "mean")
 PROJECTION_HEADS = ("linear", "mlp")
 NUMERIC_ENCODINGS = ("bucket", "piecewise_linear")
+# What shapes the ID side of a CTR model (and nothing of its text side).
+ID_SIDE_OPTIONS = ("backbone", "backbone_options", "embedding_size", "id_first_order", "numeric_encoding", "embedding_l2")
 
 
 class FlipConfig(PreTrainedConfig):

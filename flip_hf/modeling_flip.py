@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 from transformers.utils import logging as transformers_logging
 
 from .backbones import Backbone, build_backbone
-from .configuration_flip import IGNORE_INDEX, NUM_RESERVED_IDS, PAD_ID, FlipConfig
+from .configuration_flip import ID_SIDE_OPTIONS, IGNORE_INDEX, NUM_RESERVED_IDS, PAD_ID, FlipConfig
 from .loading import WEIGHTS_FILES, check_source, unreadable_weights
 from .remote_code import save_remote_code
 
@@ -624,6 +624,66 @@ class FlipForCTR(FlipPreTrainedModel):
             self.fusion_alpha = nn.Parameter(torch.tensor(float(config.fusion_init)))
             self.fusion_bias = nn.Parameter(torch.zeros(()))
         self.post_init()
+
+    @classmethod
+    def from_finetuned(cls, id_model, text_model) -> "FlipForCTR":
+        """FLIP (joint) whose ID side is a finetuned FLIP_ID and whose text side a finetuned FLIP_PLM.
+
+        Trained jointly from the pretraining checkpoint, the ID side of FLIP sees the text head's errors
+        from the first step and ends below FLIP_ID trained alone. Started from the two finetuned halves,
+        FLIP begins where each side is at its best; only the fusion is new (alpha = `fusion_init`, b = 0).
+        Fit it on held-out logits with `fit_fusion`. Both halves must share fields and vocabularies (the
+        same pretraining checkpoint); each half's options are kept (e.g. the ID backbone's, the text head's).
+
+        Args:
+            id_model, text_model: `FlipForCTR` models (or their folders) in ctr_mode "id" and "text".
+        """
+        id_model, text_model = (m if isinstance(m, cls) else cls.from_pretrained(m) for m in (id_model, text_model))
+        for side, model, mode in (("id_model", id_model, "id"), ("text_model", text_model, "text")):
+            if model.config.ctr_mode != mode:
+                raise ValueError(f"{side} is a ctr_mode={model.config.ctr_mode!r} model; pass a ctr_mode={mode!r} one.")
+        if id_model.config.fields != text_model.config.fields:
+            raise ValueError(
+                "id_model and text_model were trained on other fields or vocabularies: finetune both from the "
+                "same pretraining checkpoint and processor."
+            )
+        config = text_model.config.to_dict()
+        config.update({name: getattr(id_model.config, name) for name in ID_SIDE_OPTIONS}, ctr_mode="joint")
+        config.pop("architectures", None)
+        model = cls(FlipConfig.from_dict(config))
+        state = {**id_model.state_dict(), **text_model.state_dict()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if set(missing) != {"fusion_alpha", "fusion_bias"} or unexpected:
+            raise ValueError(f"The halves do not make a joint model: missing {missing}, unexpected {unexpected}.")
+        return model.to(next(id_model.parameters()).device)
+
+    @torch.no_grad()
+    def fit_fusion(self, id_logits, text_logits, labels) -> dict[str, float]:
+        """Set alpha and b to minimise the log loss of `alpha * z_id + (1 - alpha) * z_text + b` on held-out
+        rows (the validation split's; never the test's), and return them.
+
+        Two parameters on thousands of rows cannot overfit, and unlike a few hundred steps of gradient descent on
+        alpha (which barely moves it) this finds the weight each side deserves; alpha = 1 is FLIP_ID's own score.
+        """
+        if self.config.ctr_mode != "joint":
+            raise ValueError(f"fit_fusion needs a ctr_mode='joint' model, not {self.config.ctr_mode!r}.")
+        z_id, z_text, y = (torch.as_tensor(v, dtype=torch.float64).reshape(-1).cpu() for v in (id_logits, text_logits, labels))
+        if not len(y) == len(z_id) == len(z_text) or len(set(y.tolist())) != 2:
+            raise ValueError(f"fit_fusion needs as many logits of each side as labels ({len(z_id)}, {len(z_text)}, "
+                             f"{len(y)}), and labels of both classes.")
+        weights = torch.tensor([float(self.fusion_alpha), float(self.fusion_bias)], dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weights], max_iter=100, line_search_fn="strong_wolfe")
+
+        def log_loss():  # LBFGS calls it with gradients enabled
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(weights[0] * z_id + (1 - weights[0]) * z_text + weights[1], y)
+            loss.backward()
+            return loss
+
+        optimizer.step(log_loss)
+        self.fusion_alpha.fill_(float(weights[0]))
+        self.fusion_bias.fill_(float(weights[1]))
+        return {"fusion_alpha": float(weights[0]), "fusion_bias": float(weights[1])}
 
     def train(self, mode: bool = True):
         super().train(mode)

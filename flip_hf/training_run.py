@@ -61,6 +61,8 @@ FINETUNE_SCHEDULERS = {
     "reduce_lr_on_plateau": dict(lr_scheduler_type="reduce_lr_on_plateau", lr_scheduler_kwargs=dict(
         mode="max", factor=0.1, patience=0, threshold=1e-6, threshold_mode="abs", min_lr=1e-6)),
 }
+# Where FLIP (joint) starts: the pretraining checkpoint, or this run's finetuned FLIP_ID and FLIP_PLM.
+JOINT_INITS = ("pretrained", "finetuned")
 # Flags that may change between an interrupted run and its resumption.
 RESUME_FLAGS = ("resume_from_checkpoint", "overwrite_output_dir", "preset", "config")
 
@@ -270,7 +272,10 @@ class FlipRun:
             group_column=self.schema.group_column,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=run.early_stopping_patience)],
         )
-        record = self.train_and_time(trainer, stage_dir, len(train))
+        if self.joins_finetuned_halves(mode):
+            record = self.fit_fusion(trainer, validation)
+        else:
+            record = self.train_and_time(trainer, stage_dir, len(train))
         trainer.remove_callback(EarlyStoppingCallback)  # it only understands validation metrics
         started = time.perf_counter()
         record["validation"] = _strip(trainer.evaluate(validation, metric_key_prefix="eval"), "eval")
@@ -304,7 +309,33 @@ class FlipRun:
         with self.state.main_process_first():
             return cache_text_embeddings(dataset, model, batch_size=self.training_args.per_device_eval_batch_size)
 
+    def joins_finetuned_halves(self, mode: str) -> bool:
+        return mode == "joint" and self.run_args.joint_init == "finetuned"
+
+    def fit_fusion(self, trainer, validation) -> dict:
+        """FLIP from this run's FLIP_ID and FLIP_PLM: no training, alpha and b fitted on the validation logits."""
+        started = time.perf_counter()
+        model, sides = trainer.model.eval(), {"id_logits": [], "text_logits": [], "labels": []}
+        with torch.inference_mode():
+            for batch in trainer.get_eval_dataloader(validation):
+                output = model(**{k: v for k, v in batch.items() if k != "labels"})
+                for name, value in (("id_logits", output.id_logits), ("text_logits", output.text_logits), ("labels", batch["labels"])):
+                    sides[name].append(trainer.accelerator.gather_for_metrics(value))
+        fitted = model.fit_fusion(*(torch.cat(sides[name]) for name in ("id_logits", "text_logits", "labels")))
+        logger.info("FLIP from FLIP_ID and FLIP_PLM: fusion fitted on validation, alpha %.3f, b %.3f.",
+                    fitted["fusion_alpha"], fitted["fusion_bias"])
+        seconds = round(time.perf_counter() - started, 1)
+        return {"train_seconds": seconds, "train_samples": 0, "train_samples_per_second": 0.0, "global_step": 0, "fusion": fitted}
+
     def ctr_model(self, mode: str, pretrained: Path | None):
+        if self.joins_finetuned_halves(mode):
+            halves = [self.output_dir / MODE_DIRS[half] for half in ("id", "text")]
+            if not all((folder / "config.json").exists() for folder in halves):
+                raise SystemExit(
+                    f"--joint_init finetuned builds FLIP from this run's FLIP_ID and FLIP_PLM ({halves[0]}, {halves[1]}), "
+                    "which are not there: run --stage all with --all_modes id,text,joint, or --joint_init pretrained."
+                )
+            return FlipForCTR.from_finetuned(*halves)
         if pretrained is None:  # the baselines: an ID model from scratch, or the PLM without FLIP pretraining
             logger.info("No pretraining checkpoint: %s starts from scratch (ID side) and the plain PLM.", MODE_NAMES[mode])
             return FlipForCTR.from_text_pretrained(self.text_model_path, self.processor, ctr_mode=mode, **self.flip_config(), text_model_name_or_path=self.model_args.text_model)

@@ -84,6 +84,7 @@ class RunArguments:
     stage: str = field(default="all", metadata={"help": "pretrain, finetune or all."})
     ctr_mode: str = field(default="joint", metadata={"help": "Mode of --stage finetune: id, text or joint."})
     all_modes: str = field(default="id,text,joint", metadata={"help": "Modes that --stage all finetunes."})
+    joint_init: str = field(default="pretrained", metadata={"help": "FLIP (joint) starts from the pretraining checkpoint and trains both sides together (pretrained, the paper's), or joins this run's finetuned FLIP_ID and FLIP_PLM with the fusion fitted on validation (finetuned)."})
     baselines: str = field(default="id", metadata={"help": "Modes that --stage all also trains without pretraining (id, text; '' for none)."})
     preset: str | None = field(default=None, metadata={"help": "A YAML file in scripts/configs: quickstart, cpu-small, full."})
     config: str | None = field(default=None, metadata={"help": "A YAML file of arguments."})
@@ -184,13 +185,21 @@ def training_flags(argv: list[str]) -> dict:
 
 def check_flip_arguments(data_args: DataArguments, model_args: ModelArguments, run_args: RunArguments) -> None:
     """Before anything is written: values that would otherwise fail mid-run, or leave a poisoned run folder."""
-    from flip_hf.training_run import FINETUNE_SCHEDULERS, MODE_DIRS
+    from flip_hf.training_run import FINETUNE_SCHEDULERS, JOINT_INITS, MODE_DIRS
 
     if run_args.stage not in STAGES:
         raise SystemExit(f"Unknown stage {run_args.stage!r}; valid stages: {', '.join(STAGES)}.")
     for mode in [run_args.ctr_mode, *run_args.all_modes.split(","), *filter(None, run_args.baselines.split(","))]:
         if mode not in MODE_DIRS:
             raise SystemExit(f"Unknown ctr_mode {mode!r}; valid modes: {', '.join(MODE_DIRS)}.")
+    if run_args.joint_init not in JOINT_INITS:
+        raise SystemExit(f"Unknown joint_init {run_args.joint_init!r}; valid: {', '.join(JOINT_INITS)}.")
+    modes = run_args.all_modes.split(",")
+    if run_args.joint_init == "finetuned" and not (
+        run_args.stage == "all" and "joint" in modes and {"id", "text"} <= set(modes[: modes.index("joint")])
+    ):
+        raise SystemExit("--joint_init finetuned joins the FLIP_ID and FLIP_PLM of the same run: use --stage all with "
+                         "--all_modes id,text,joint (or FlipForCTR.from_finetuned in Python).")
     if run_args.finetune_lr_scheduler not in FINETUNE_SCHEDULERS:
         raise SystemExit(f"Unknown finetune_lr_scheduler {run_args.finetune_lr_scheduler!r}; valid: {', '.join(FINETUNE_SCHEDULERS)}.")
     for name in ("max_pretrain_samples", "max_finetune_samples", "max_eval_samples"):

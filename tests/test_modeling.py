@@ -720,3 +720,53 @@ def test_a_joint_model_from_an_id_only_checkpoint_warns_that_its_plm_is_random(b
     with caplog.at_level("WARNING", logger="flip_hf.modeling_flip"):
         FlipForCTR.from_pretrained(tmp_path, ctr_mode="id")
     assert "holds no weights" not in caplog.text
+
+
+# ------------------------------------------------------------------ FLIP from its finetuned halves
+def test_a_joint_model_from_finetuned_halves_scores_each_side_as_the_halves_do(bert, tmp_path):
+    id_model = ctr_model(bert, "id", seed=1, backbone_options={"hidden_sizes": [16]}, id_first_order=True)
+    text_model = ctr_model(bert, "text", seed=2, text_head_hidden_size=8)
+    text_model.save_pretrained(tmp_path / "text")  # a folder works as well as a model
+    joint = FlipForCTR.from_finetuned(id_model, tmp_path / "text")
+    assert joint.config.ctr_mode == "joint"
+    assert joint.config.id_first_order and joint.config.text_head_hidden_size == 8  # each half keeps its options
+    batch = bert.ctr_batch()
+    for model in (id_model, text_model, joint):
+        model.eval()
+    with torch.no_grad():
+        output = joint(**batch)
+        torch.testing.assert_close(output.id_logits, id_model(**batch).logits)
+        torch.testing.assert_close(output.text_logits, text_model(**batch).logits)
+
+
+def test_from_finetuned_refuses_halves_that_do_not_fit(bert):
+    id_model, text_model = ctr_model(bert, "id"), ctr_model(bert, "text")
+    with pytest.raises(ValueError, match="text_model is a ctr_mode='id' model"):
+        FlipForCTR.from_finetuned(id_model, id_model)
+    other_fields = bert.config(ctr_mode="text").fields[:-1]
+    with pytest.raises(ValueError, match="other fields or vocabularies"):
+        FlipForCTR.from_finetuned(id_model, FlipForCTR(bert.config(ctr_mode="text", fields=other_fields)))
+    assert FlipForCTR.from_finetuned(id_model, text_model).config.ctr_mode == "joint"
+
+
+def test_fit_fusion_weights_the_side_that_predicts():
+    """On held-out logits where only the ID side knows the label, alpha goes to the ID side, and the fitted
+    fusion's log loss is no worse than either side alone."""
+    generator = torch.Generator().manual_seed(0)
+    labels = (torch.rand(4000, generator=generator) < 0.5).double()
+    id_logits = 3 * (2 * labels - 1) + torch.randn(4000, generator=generator, dtype=torch.float64)
+    text_logits = torch.randn(4000, generator=generator, dtype=torch.float64)
+    model = FlipForCTR(Setup("bert").config(ctr_mode="joint", fusion_init=0.5))
+    fitted = model.fit_fusion(id_logits, text_logits, labels)
+    assert fitted["fusion_alpha"] == pytest.approx(model.fusion_alpha.item())
+    assert model.fusion_alpha.item() > 0.9
+    fused = model.fusion_alpha * id_logits + (1 - model.fusion_alpha) * text_logits + model.fusion_bias
+    loss = torch.nn.functional.binary_cross_entropy_with_logits
+    assert loss(fused.detach(), labels) <= min(loss(id_logits, labels), loss(text_logits, labels)) + 1e-9
+
+
+def test_fit_fusion_refuses_other_modes_and_one_class(bert):
+    with pytest.raises(ValueError, match="needs a ctr_mode='joint' model"):
+        ctr_model(bert, "id").fit_fusion([0.0], [0.0], [1])
+    with pytest.raises(ValueError, match="labels of both classes"):
+        ctr_model(bert, "joint").fit_fusion([0.0, 1.0], [0.0, 1.0], [1, 1])

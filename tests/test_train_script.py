@@ -657,3 +657,25 @@ def test_inspect_alignment_rebuilds_the_initial_weights_and_reports_the_moves(st
     # (another seed's weights would differ by about their own norm)
     assert 0 < backbone["pretraining_move"] < 0.05
     assert table["pretraining_move"] > 0 and table["flip_id_move"] > 0 and "flip_keeps_direction" in table
+
+
+# ------------------------------------------------------------------- FLIP from its finetuned halves
+def test_joint_init_finetuned_joins_this_runs_halves_with_a_fitted_fusion(train, base_argv, tmp_path):
+    """FLIP's two sides are exactly the run's FLIP_ID and FLIP_PLM, and only alpha and b come from validation."""
+    output_dir = tmp_path / "run"
+    results = train.main(base_argv + ["--stage", "all", "--baselines", "", "--joint_init", "finetuned", "--output_dir", str(output_dir)])
+    joint, id_half, text_half = (weights(output_dir / name) for name in ("flip", "flip_id", "flip_plm"))
+    for half in (id_half, text_half):
+        for name, tensor in half.items():
+            torch.testing.assert_close(joint[name], tensor, msg=name)
+    fusion = results["stages"]["flip"]["fusion"]
+    assert float(joint["fusion_alpha"]) == pytest.approx(fusion["fusion_alpha"])
+    assert (fusion["fusion_alpha"], fusion["fusion_bias"]) != (0.5, 0.0)  # moved from its start by the fit
+    assert results["stages"]["flip"]["global_step"] == 0
+
+
+@pytest.mark.parametrize("extra", [["--stage", "finetune"], ["--all_modes", "joint,id,text"], ["--joint_init", "halves"]])
+def test_joint_init_finetuned_needs_both_halves_first(train, base_argv, tmp_path, extra):
+    with pytest.raises(SystemExit, match="joint_init"):
+        train.main(base_argv + ["--joint_init", "finetuned", "--output_dir", str(tmp_path / "run"), *extra])
+    assert not (tmp_path / "run").exists()
