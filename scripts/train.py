@@ -57,8 +57,8 @@ class ModelArguments:
     text_num_layers: int | None = field(default=None, metadata={"help": "Keep only the first k PLM layers."})
     freeze_word_embeddings: bool = field(default=False, metadata={"help": "Do not train the PLM's word embeddings."})
     backbone: str = field(default="dcnv2", metadata={"help": "ID backbone: dnn, lr, fm, deepfm, widedeep, dcn, dcnv2, autoint, xdeepfm."})
-    backbone_options: str = field(default="{}", metadata={"help": "JSON options of the backbone."})
-    embedding_size: int = 32
+    backbone_options: str | None = field(default=None, metadata={"help": "JSON options of the backbone. Default: for dcnv2, FuxiCTR's network (3 full-rank cross layers, MLP 256-128); '{}' for the backbone's own defaults (dcnv2: the FLIP reference's)."})
+    embedding_size: int = field(default=16, metadata={"help": "Size of each ID embedding (FuxiCTR's 16; the FLIP reference's 32)."})
     numeric_encoding: str = field(default="bucket", metadata={"help": "Numeric fields: bucket, or piecewise_linear (the value's place inside its bucket too)."})
     id_first_order: bool = field(default=False, metadata={"help": "Add a first-order (LR) term to the ID logit."})
     embedding_l2: float = field(default=0.01, metadata={"help": "L2 on the ID embedding tables in CTR training (FuxiCTR's regulariser; 0 for none)."})
@@ -224,7 +224,7 @@ def check_backbone(model_args: ModelArguments) -> None:
     if model_args.backbone not in available_backbones():
         raise SystemExit(f"Unknown backbone {model_args.backbone!r}; valid backbones: {', '.join(available_backbones())}.")
     try:
-        options = json.loads(model_args.backbone_options)
+        options = json.loads(model_args.backbone_options) if model_args.backbone_options is not None else {}
     except json.JSONDecodeError as error:
         options = error
     if not isinstance(options, dict):

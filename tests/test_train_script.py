@@ -476,7 +476,7 @@ def test_presets_set_their_yaml_values(train, preset):
     parsed = {**{k: v for args in flip_args for k, v in vars(args).items()}, **flags}
     assert values
     for key, value in values.items():
-        assert parsed[key] == value, key
+        assert (json.loads(parsed[key]) if key == "backbone_options" else parsed[key]) == value, key
     # command-line flags override the preset
     overridden = train.parse_arguments(["--preset", preset, "--max_length", "17"])[0]
     assert overridden.max_length == 17
@@ -679,3 +679,17 @@ def test_joint_init_finetuned_needs_both_halves_first(train, base_argv, tmp_path
     with pytest.raises(SystemExit, match="joint_init"):
         train.main(base_argv + ["--joint_init", "finetuned", "--output_dir", str(tmp_path / "run"), *extra])
     assert not (tmp_path / "run").exists()
+
+
+def test_the_recipe_id_network_unless_backbone_options_are_given(train):
+    """dcnv2 gets FuxiCTR's network by default; '{}' is the backbone's own (the FLIP reference's); other
+    backbones get their own defaults."""
+    from flip_hf.training_run import RECIPE_BACKBONE_OPTIONS
+
+    def config_options(*argv):
+        return train.build_run(["--output_dir", "unused", *argv]).flip_config()["backbone_options"]
+
+    assert config_options() == RECIPE_BACKBONE_OPTIONS["dcnv2"] == {"low_rank": None, "num_cross_layers": 3, "hidden_sizes": [256, 128]}
+    assert config_options("--backbone_options", "{}") == {}
+    assert config_options("--backbone", "deepfm") == {}
+    assert config_options("--backbone_options", '{"num_cross_layers": 1}') == {"num_cross_layers": 1}
