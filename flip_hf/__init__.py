@@ -28,6 +28,7 @@ from .model_card import FlipModelCardCallback, FlipModelCardData
 from .pipeline import CTRPredictionPipeline, register_pipeline
 from .processing_flip import FlipProcessor
 from .schema import FieldSpec, TabularSchema
+from .streaming import FlipStreamingDataset
 from .tensor_dataset import FlipTensorDataset
 from .text_cache import cache_text_embeddings
 
@@ -60,6 +61,7 @@ __all__ = [
     "FlipModelOutput",
     "FlipPreTrainedModel",
     "FlipProcessor",
+    "FlipStreamingDataset",
     "FlipTensorDataset",
     "TabularSchema",
     "cache_text_embeddings",

@@ -1,4 +1,5 @@
-"""Encoded rows to tensors: one padding rule for the processor (`return_tensors="pt"`) and the collators."""
+"""Encoded rows to tensors: one padding rule for the processor (`return_tensors="pt"`) and the collators, and
+fixed-width columns stacked whole."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from typing import Any
 import torch
 
 from .configuration_flip import NO_FIELD
+
+# The columns whose rows all have one width, and their dtypes: they stack into tensors without padding.
+TENSOR_COLUMNS = {
+    "feature_ids": torch.long, "numeric_positions": torch.float, "labels": torch.float, "text_embeds": torch.float,
+}
 
 
 def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
@@ -28,3 +34,8 @@ def pad_features(features: list[dict[str, Any]], pad_token_id: int, pad_to_multi
     if "labels" in features[0]:
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float)
     return batch
+
+
+def stack_columns(columns: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Fixed-width columns (`TENSOR_COLUMNS`, as arrays or lists) as tensors, whole columns at a time."""
+    return {name: torch.as_tensor(value, dtype=TENSOR_COLUMNS[name]) for name, value in columns.items()}

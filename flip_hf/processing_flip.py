@@ -2,8 +2,9 @@
 
 The processor owns everything needed to turn raw field values into model inputs:
 * the schema (ordered fields),
-* per-field vocabularies fit on the training split (FuxiCTR style), with reserved ids
-  0 = padding, 1 = unknown (unseen, rare or null), 2 = mask,
+* per-field vocabularies fit on the training split (FuxiCTR style) in one pass over its batches, so a
+  streamed split that never fits in memory works too, with reserved ids 0 = padding, 1 = unknown (unseen, rare
+  or null), 2 = mask,
 * quantile bucket boundaries for numeric fields, and each one's training range, which place a number inside
   its bucket (`numeric_positions`, for the piecewise-linear encoding),
 * the prompt template (`flip_hf.prompting`) and the tokenizer.
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 # The one vocabulary entry of a free-text field: its ID says whether a text is there, nothing more.
 TEXT_PRESENT = "<text>"
+# Numbers a numeric field keeps for its quantiles: all of them up to this many, else a uniform sample of this many.
+QUANTILE_SAMPLE_SIZE = 2**22
+# Rows read at a time by `fit` from a `datasets.Dataset` or `IterableDataset`.
+FIT_BATCH_SIZE = 10_000
 
 
 class FlipProcessor(ProcessorMixin):
@@ -57,6 +62,8 @@ class FlipProcessor(ProcessorMixin):
         prompt_template: a user template with one `{field_name}` per field; overrides the style.
         max_length: token budget; long values are cut inside their own span, never a whole field.
         min_frequency: values seen fewer times in training map to the unknown id.
+        max_vocab_size: keep at most this many values per field, the most frequent (the others map to the unknown
+            id, as rare ones do); None keeps every value that passes `min_frequency`.
         vocabularies, bucket_boundaries, numeric_ranges, max_values: fitted state, set by `fit` (and on load).
             `numeric_ranges` holds [min, max] seen in training per numeric field (None for other fields).
     """
@@ -72,6 +79,7 @@ class FlipProcessor(ProcessorMixin):
         prompt_template: str | None = None,
         max_length: int = 128,
         min_frequency: int = 1,
+        max_vocab_size: int | None = None,
         vocabularies: list[list[str]] | None = None,
         bucket_boundaries: list[list[float] | None] | None = None,
         numeric_ranges: list[list[float] | None] | None = None,
@@ -87,6 +95,8 @@ class FlipProcessor(ProcessorMixin):
             )
         if schema is None:
             raise ValueError("FlipProcessor needs a schema: a TabularSchema listing the fields.")
+        if max_vocab_size is not None and max_vocab_size < 1:
+            raise ValueError(f"max_vocab_size must be at least 1 (or None for no cap), got {max_vocab_size}.")
         super().__init__(tokenizer, **kwargs)
         self.schema = schema if isinstance(schema, TabularSchema) else TabularSchema.from_dict(schema)
         self.prompt = PromptTemplate(self.schema, prompt_style, prompt_template)
@@ -94,10 +104,12 @@ class FlipProcessor(ProcessorMixin):
         self.prompt_template = prompt_template
         self.max_length = max_length
         self.min_frequency = min_frequency
+        self.max_vocab_size = max_vocab_size
         self.vocabularies = vocabularies
         self.bucket_boundaries = bucket_boundaries
         self.numeric_ranges = numeric_ranges
         self.max_values = max_values
+        self.num_fit_rows: int | None = None  # rows the last fit read (not saved): a stream's length, counted nowhere else
         self._build_lookups()
         self._segment_plan = None  # decided on first use, see _plan_segments
 
@@ -126,7 +138,8 @@ class FlipProcessor(ProcessorMixin):
     def vocabulary_fingerprint(self) -> str:
         """A digest of every id this processor assigns: fields, vocabularies, numeric buckets and ranges, slots. A
         model stores the fingerprint of the processor it was built for, so a mismatched pair is caught on load.
-        (Processors saved before numeric ranges existed keep their fingerprint.)"""
+        (Processors saved before numeric ranges existed keep their fingerprint.) The fit options (`min_frequency`,
+        `max_vocab_size`) are not in it: the vocabularies they produced are, and they alone decide the ids."""
         self._require_fitted()
         state = [self.field_infos(), self.vocabularies, self.bucket_boundaries]
         if any(value_range is not None for value_range in self.numeric_ranges or []):
@@ -176,6 +189,7 @@ class FlipProcessor(ProcessorMixin):
             "prompt_template": self.prompt_template,
             "max_length": self.max_length,
             "min_frequency": self.min_frequency,
+            "max_vocab_size": self.max_vocab_size,
             "vocabularies": self.vocabularies,
             "bucket_boundaries": self.bucket_boundaries,
             "numeric_ranges": self.numeric_ranges,
@@ -187,48 +201,34 @@ class FlipProcessor(ProcessorMixin):
 
     # -------------------------------------------------------------------- fit
     def fit(self, train_split) -> "FlipProcessor":
-        """Build vocabularies, numeric bins and multi-value slots from the training split only."""
-        columns = getattr(train_split, "column_names", None) or list(train_split.keys())
-        self.schema.check_columns(columns, where="The training split", require_label=False)
-        self._check_single_values(train_split)
-        if len(train_split[self.fields[0].name]) == 0:
+        """Build vocabularies, numeric bins and multi-value slots from the training split only, in one pass.
+
+        `train_split` is a dict of lists (or a DataFrame), a `datasets.Dataset`, or a streaming
+        `datasets.IterableDataset` (`load_tabular(..., streaming=True)`); the datasets are read `FIT_BATCH_SIZE` rows
+        at a time, so a split larger than memory fits in one pass. Values are counted exactly. A numeric field's
+        bucket boundaries are the quantiles of all its numbers while there are at most `QUANTILE_SAMPLE_SIZE`,
+        beyond that of a uniform sample of that many (reservoir sampling with a fixed seed, so a refit gives the
+        same boundaries); its range is the exact minimum and maximum. `num_fit_rows` holds the rows read.
+        """
+        statistics = [_FieldStatistics(spec) for spec in self.fields]
+        num_rows = 0
+        batches = train_split.iter(batch_size=FIT_BATCH_SIZE) if hasattr(train_split, "iter") else [train_split]
+        for batch in batches:
+            self.schema.check_columns(batch.keys(), where="The training split", require_label=False)
+            self._check_single_values(batch)
+            for field in statistics:
+                field.update(batch[field.spec.name])
+            num_rows += len(batch[self.fields[0].name])
+        if num_rows == 0:
             raise ValueError("The training split is empty: fit() needs at least one row.")
-        vocabularies, boundaries, ranges, max_values = [], [], [], []
-        for spec in self.fields:
-            column = list(train_split[spec.name])
-            if spec.kind == "numeric":
-                numbers = np.asarray([as_number(spec.name, v) for v in column if not is_null(v)], dtype=np.float64)
-                numbers = numbers[~np.isnan(numbers)]
-                edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1])) if len(numbers) else []
-                boundaries.append([float(e) for e in edges])
-                ranges.append([float(numbers.min()), float(numbers.max())] if len(numbers) else None)
-                vocabularies.append([f"bucket {i}" for i in range(len(edges) + 1)])
-                max_values.append(1)
-                continue
-            boundaries.append(None)
-            ranges.append(None)
-            if spec.kind == "text":  # one id per distinct text would be a vocabulary of single rows
-                vocabularies.append([TEXT_PRESENT])
-                max_values.append(1)
-                continue
-            if spec.is_multi_valued:
-                for values in column:
-                    _check_multi_value(spec.name, values)
-                counts = Counter(str(v) for values in column if not is_null(values) for v in values if not is_null(v))
-                max_values.append(max((len(values) for values in column if not is_null(values)), default=1))
-            else:
-                counts = Counter(str(v) for v in column if not is_null(v))
-                max_values.append(1)
-            # most frequent first; ties broken by value so the vocabulary is deterministic
-            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-            vocabularies.append([value for value, count in ranked if count >= self.min_frequency])
-        self.vocabularies, self.bucket_boundaries, self.numeric_ranges = vocabularies, boundaries, ranges
-        self.max_values = max_values
+        fitted = [field.fitted(self.min_frequency, self.max_vocab_size) for field in statistics]
+        self.vocabularies, self.bucket_boundaries, self.numeric_ranges, self.max_values = map(list, zip(*fitted))
+        self.num_fit_rows = num_rows
         self._build_lookups()
         logger.info(
             "Fitted FlipProcessor on %d rows: %s",
-            len(column),
-            ", ".join(f"{s.name}={len(v) + NUM_RESERVED_IDS}" for s, v in zip(self.fields, vocabularies)),
+            num_rows,
+            ", ".join(f"{s.name}={len(v) + NUM_RESERVED_IDS}" for s, v in zip(self.fields, self.vocabularies)),
         )
         return self
 
@@ -241,6 +241,10 @@ class FlipProcessor(ProcessorMixin):
         of the per-value rule: a null is the unknown id, any other value the vocabulary id of `str(value)`
         (unseen: the unknown id), a number its bucket.
         """
+        return self._id_array(batch).tolist()
+
+    def _id_array(self, batch: dict[str, list]) -> np.ndarray:
+        """`encode_ids` as a (rows, slots) array."""
         self._require_fitted()
         num_rows = self._check_batch(batch, require_label=False)
         blocks = []
@@ -255,7 +259,7 @@ class FlipProcessor(ProcessorMixin):
             else:
                 ids = _value_ids(column, self._lookups[field_index])[0]
             blocks.append(ids.reshape(num_rows, self.max_values[field_index]))
-        return np.concatenate(blocks, axis=1).tolist()
+        return np.concatenate(blocks, axis=1)
 
     def _bucket_ids(self, field_index: int, column) -> np.ndarray:
         """`bisect_right` bucket of each number (after the reserved ids); the unknown id for nulls and NaN."""
@@ -278,6 +282,10 @@ class FlipProcessor(ProcessorMixin):
         lo and hi are the bucket's boundaries, the training minimum and maximum at the ends. t is clamped to
         [0, 1], and 0 for a null, a bucket of zero width, and a processor saved before ranges were fitted.
         """
+        return self._position_array(batch).tolist()
+
+    def _position_array(self, batch: dict[str, list]) -> np.ndarray:
+        """`encode_positions` as a (rows, numeric fields) array."""
         self._require_fitted()
         num_rows = self._check_batch(batch, require_label=False)
         columns = []
@@ -293,19 +301,18 @@ class FlipProcessor(ProcessorMixin):
             lo, width = knots[buckets], np.diff(knots)[buckets]
             t = np.where(width > 0, (numbers - lo) / np.where(width > 0, width, 1.0), 0.0)
             columns.append(np.clip(np.nan_to_num(t), 0.0, 1.0))  # a null's NaN becomes 0
-        return np.stack(columns, axis=1).tolist() if columns else [[] for _ in range(num_rows)]
+        return np.stack(columns, axis=1) if columns else np.zeros((num_rows, 0))
 
     def _multi_ids(self, field_index: int, column) -> np.ndarray:
         """(rows, slots) ids: each row's value ids in order, cut to the fitted slots, then padding. A null row
         (None, [], [''], [None, ' ']) gets one unknown id, like any null."""
         name, slots = self.fields[field_index].name, self.max_values[field_index]
-        rows = column if set(map(type, column)) <= {list} else [_other_cell(name, values) for values in column]
-        ids, null = _value_ids(list(chain.from_iterable(rows)), self._lookups[field_index])
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        row_of = np.repeat(np.arange(len(rows)), lengths)
+        values, lengths = _flatten(name, column)
+        ids, null = _value_ids(values, self._lookups[field_index])
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
         position = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        null_rows = np.bincount(row_of[~null], minlength=len(rows)) == 0
-        out = np.full((len(rows), slots), PAD_ID, dtype=np.int64)
+        null_rows = ~_rows_with_values(lengths, null)
+        out = np.full((len(lengths), slots), PAD_ID, dtype=np.int64)
         kept = position < slots
         out[row_of[kept], position[kept]] = ids[kept]
         out[null_rows] = PAD_ID
@@ -458,22 +465,28 @@ class FlipProcessor(ProcessorMixin):
 
         Returns `feature_ids`, `numeric_positions` when the schema has numeric fields, and with `text=True`
         also `input_ids`, `attention_mask` and `token_field_ids`; plus `labels` when the label column is
-        present. With `return_tensors="pt"` the result is padded into tensors.
+        present. With `return_tensors="pt"` the result is padded into tensors; with `text=False` as well, every
+        row has the same width, and the arrays become tensors at once, without a pass over rows.
         """
         if batch is None:
             raise ValueError("Call the processor with a batch: a dict of lists, or one row as a dict.")
         if self._is_single_row(batch):
             batch = {key: [value] for key, value in batch.items()}
-        output: dict[str, Any] = {"feature_ids": self.encode_ids(batch)}
+        output: dict[str, Any] = {"feature_ids": self._id_array(batch)}
         if any(spec.kind == "numeric" for spec in self.fields):
-            output["numeric_positions"] = self.encode_positions(batch)
+            output["numeric_positions"] = self._position_array(batch)
         if text:
             output.update(self.encode_text(batch))
         label_column = self.schema.label_column
         if label_column in batch:
             output["labels"] = _check_labels(batch[label_column], label_column)
+        if return_tensors is not None and not text:
+            from .padding import stack_columns  # imports torch: only when tensors are asked for
+
+            return stack_columns(output)
+        output = {name: value.tolist() if isinstance(value, np.ndarray) else value for name, value in output.items()}
         if return_tensors is not None:
-            from .padding import pad_features  # imports torch: only when tensors are asked for
+            from .padding import pad_features
 
             output = pad_features([dict(zip(output, row)) for row in zip(*output.values())], self.tokenizer.pad_token_id)
         return output
@@ -538,19 +551,111 @@ def _check_multi_value(field: str, values) -> None:
 
 
 def _value_ids(values, lookup: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per value: `lookup[str(value)]` (the unknown id if unseen or null) and `is_null(value)`.
+    """Per value: `lookup[str(value)]` (the unknown id if unseen or null) and `is_null(value)`."""
+    codes, texts, null = _distinct_values(values)
+    ids = np.array([lookup.get(text, UNKNOWN_ID) for text in texts], dtype=np.int64)[codes]
+    ids[null] = UNKNOWN_ID
+    return ids, null
 
-    Each distinct `str(value)` is looked up once, and `is_null` asked only of the values whose text a null can
-    have: 196 and "196" share an id, None and "None" do not.
+
+def _distinct_values(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`codes` and `texts` such that `texts[codes[i]] == str(values[i])`, and `is_null(values[i])` per value.
+
+    Each distinct text is then handled once (looked up, counted), and `is_null` is asked only of the values whose
+    text a null can have: 196 and "196" share a text, None and "None" are told apart.
     """
     codes, texts = pd.factorize(np.array(list(map(str, values)), dtype=object))
-    ids = np.array([lookup.get(text, UNKNOWN_ID) for text in texts], dtype=np.int64)[codes]
     maybe_null = np.array([_may_be_null(text) for text in texts], dtype=bool)[codes]
     null = np.zeros(len(codes), dtype=bool)
     checked = np.flatnonzero(maybe_null)
     null[checked] = [is_null(values[i]) for i in checked]
-    ids[null] = UNKNOWN_ID
-    return ids, null
+    return codes, texts, null
+
+
+def _flatten(field: str, column) -> tuple[list, np.ndarray]:
+    """A multi-valued column's values in row order, and each row's number of values (none for a null cell)."""
+    rows = column if set(map(type, column)) <= {list} else [_other_cell(field, values) for values in column]
+    return list(chain.from_iterable(rows)), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+
+
+def _rows_with_values(lengths: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Which rows of a flattened multi-valued column hold a value that is not null (the others are null rows)."""
+    row_of = np.repeat(np.arange(len(lengths)), lengths)
+    return np.bincount(row_of[~null], minlength=len(lengths)) > 0
+
+
+class _FieldStatistics:
+    """What `fit` learns of one field, a batch at a time: value counts and the most values in a row, or a numeric
+    field's numbers (all, or a uniform sample: `_Reservoir`) and exact range."""
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+        self.counts: Counter = Counter()
+        self.longest = 1
+        self.numbers = _Reservoir(QUANTILE_SAMPLE_SIZE) if spec.kind == "numeric" else None
+        self.low, self.high = np.inf, -np.inf
+
+    def update(self, column) -> None:
+        spec = self.spec
+        if spec.kind == "text":  # one id per distinct text would be a vocabulary of single rows
+            return
+        if spec.kind == "numeric":
+            numbers = _as_numbers(spec.name, column)
+            numbers = numbers[~np.isnan(numbers)]
+            if len(numbers):
+                self.numbers.add(numbers)
+                self.low, self.high = min(self.low, numbers.min()), max(self.high, numbers.max())
+            return
+        values, lengths = _flatten(spec.name, column) if spec.is_multi_valued else (column, None)
+        codes, texts, null = _distinct_values(values)
+        counts = np.bincount(codes[~null], minlength=len(texts))
+        counted = counts > 0
+        self.counts.update(dict(zip(texts[counted].tolist(), counts[counted].tolist())))
+        if lengths is not None:
+            self.longest = max(self.longest, int(lengths[_rows_with_values(lengths, null)].max(initial=0)))
+
+    def fitted(self, min_frequency: int, max_vocab_size: int | None) -> tuple[list[str], list | None, list | None, int]:
+        """(vocabulary, bucket boundaries, [min, max], slots) of the field."""
+        spec = self.spec
+        if spec.kind == "text":
+            return [TEXT_PRESENT], None, None, 1
+        if spec.kind == "numeric":
+            numbers = self.numbers.values()
+            if not len(numbers):
+                return ["bucket 0"], [], None, 1
+            edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1]))
+            vocabulary = [f"bucket {i}" for i in range(len(edges) + 1)]
+            return vocabulary, [float(e) for e in edges], [float(self.low), float(self.high)], 1
+        # most frequent first; ties broken by value so the vocabulary is deterministic
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return [value for value, count in ranked if count >= min_frequency][:max_vocab_size], None, None, self.longest
+
+
+class _Reservoir:
+    """Every number added while there are at most `size`, then a uniform sample of `size` of them: Algorithm R, the
+    i-th number (from 0) replacing a random kept one with probability size / (i + 1), drawn with a fixed seed."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seen = size, 0
+        self.chunks: list[np.ndarray] = []
+        self.sample: np.ndarray | None = None
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, numbers: np.ndarray) -> None:
+        if self.sample is None:
+            self.chunks.append(numbers)
+            self.seen += len(numbers)
+            if self.seen <= self.size:
+                return
+            numbers = np.concatenate(self.chunks)
+            self.sample, numbers, self.seen, self.chunks = numbers[: self.size].copy(), numbers[self.size :], self.size, []
+        slots = self.rng.integers(0, np.arange(self.seen, self.seen + len(numbers)) + 1)
+        kept = slots < self.size
+        self.sample[slots[kept]] = numbers[kept]
+        self.seen += len(numbers)
+
+    def values(self) -> np.ndarray:
+        return self.sample if self.sample is not None else np.concatenate([np.empty(0), *self.chunks])
 
 
 def _may_be_null(text: str) -> bool:

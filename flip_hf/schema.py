@@ -6,7 +6,10 @@ are written with sorted keys, and field order is the order of the ID embeddings 
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 FIELD_KINDS = ("categorical", "multi_categorical", "numeric", "text")
@@ -128,3 +131,10 @@ class TabularSchema:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TabularSchema":
         return cls(**data)
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "TabularSchema":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-TENSOR_COLUMNS = {
-    "feature_ids": torch.long, "numeric_positions": torch.float, "labels": torch.float, "text_embeds": torch.float,
-}
+from .padding import TENSOR_COLUMNS
 
 
 class FlipTensorDataset(Dataset):

@@ -6,7 +6,8 @@ What it adds to `transformers.Trainer`:
 * CTR metrics (AUC, LogLoss, gAUC by user) by default, on the click logit only, computed on the
   predictions gathered from every process;
 * a separate learning rate for the PLM (`plm_learning_rate`), as the paper finetunes it at 5e-5;
-* FLIP's model card written with every save and push, from the main process only.
+* FLIP's model card written with every save and push, from the main process only;
+* a `FlipStreamingDataset` (a split too large for memory) read a whole encoded batch at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from .collator import DataCollatorForFlipPretraining
@@ -24,6 +26,7 @@ from .metrics import compute_ctr_metrics
 from .hub import card_data_of
 from .model_card import FlipModelCardCallback, save_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
+from .streaming import FlipStreamingDataset, StreamedBatches
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,23 @@ class FlipTrainer(Trainer):
     def _write_model_card(self, output_dir: str, card_data) -> None:
         processor = self.processing_class if hasattr(self.processing_class, "render_text") else None
         save_model_card(output_dir, self.accelerator.unwrap_model(self.model), processor=processor, card_data=card_data)
+
+    # -------------------------------------------------------------------------- data
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's, but a `FlipStreamingDataset` comes as whole batches, each encoded at once (`batch_size=None`)."""
+        if not isinstance(self.train_dataset, FlipStreamingDataset):
+            return super().get_train_dataloader()
+        batches = self.train_dataset.batched(self._train_batch_size)
+        return self.accelerator.prepare(DataLoader(
+            batches, batch_size=None, num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory, persistent_workers=self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+        ))
+
+    def num_examples(self, dataloader: DataLoader) -> int:
+        """Rows, where the DataLoader's dataset counts batches (a stream read a batch at a time)."""
+        dataset = getattr(dataloader, "dataset", None)
+        return dataset.num_rows if isinstance(dataset, StreamedBatches) else super().num_examples(dataloader)
 
     # ------------------------------------------------------------------ optimisation
     def create_optimizer(self, model=None):

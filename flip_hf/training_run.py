@@ -16,18 +16,22 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from accelerate import PartialState
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from .collator import DataCollatorForFlipCTR, DataCollatorForFlipPretraining
 from .configuration_flip import FlipConfig
-from .data import load_dataset_recipe
+from .data import load_dataset_recipe, load_tabular
 from .metrics import compute_ctr_metrics
 from .model_card import FlipModelCardData, refresh_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
 from .processing_flip import FlipProcessor
+from .schema import TabularSchema
+from .streaming import FlipStreamingDataset
 from .tensor_dataset import FlipTensorDataset
 from .text_cache import cache_text_embeddings
 from .text_models import resolve_text_model
@@ -124,22 +128,53 @@ class FlipRun:
             (self.output_dir / name).unlink(missing_ok=True)
 
     def load_data(self) -> None:
+        """The splits (a recipe, or files split in advance) and the processor fitted on train.
 
-        kwargs = {"split": self.data_args.split}
-        if self.data_args.data_dir:
-            kwargs["data_dir"] = self.data_args.data_dir
-        with self.state.main_process_first():  # one process downloads, the others read the cache
-            self.raw, self.schema = load_dataset_recipe(self.data_args.dataset, **kwargs)
+        With --streaming the training files are read as a stream: the fit is one pass, training another per epoch, and
+        the table is never held. Validation and test are read into memory (their first --max_eval_samples rows), to
+        be scored, sliced and sampled as in any run.
+        """
+        data = self.data_args
+        if data.train_files:
+            files = {"train": data.train_files, "validation": data.validation_files, "test": data.test_files}
+            self.raw, self.schema = load_tabular(files, TabularSchema.from_json_file(data.schema), streaming=data.streaming)
+        else:
+            kwargs = {"split": data.split}
+            if data.data_dir:
+                kwargs["data_dir"] = data.data_dir
+            with self.state.main_process_first():  # one process downloads, the others read the cache
+                self.raw, self.schema = load_dataset_recipe(data.dataset, **kwargs)
         self.text_model_path = resolve_text_model(self.model_args.text_model)
         self.processor = FlipProcessor.from_text_pretrained(
-            self.text_model_path, self.schema, prompt_style=self.data_args.prompt_style,
-            max_length=self.data_args.max_length, min_frequency=self.data_args.min_frequency,
+            self.text_model_path, self.schema, prompt_style=data.prompt_style, max_length=data.max_length,
+            min_frequency=data.min_frequency, max_vocab_size=data.max_vocab_size,
         ).fit(self.raw["train"])
-        logger.info("Example prompt: %s", self.processor.render_text(self.raw["train"][0]))
+        if data.streaming:
+            for split in ("validation", "test"):
+                self.raw[split] = self.held_out(split)
+        logger.info("Example prompt: %s", self.processor.render_text(self.example_row()))
         self._encoded: dict = {}
 
+    def held_out(self, split: str) -> datasets.Dataset:
+        """A streamed held-out split in memory: its first --max_eval_samples rows, or all."""
+        rows = self.raw[split]
+        if self.data_args.max_eval_samples is not None:
+            rows = rows.take(self.data_args.max_eval_samples)
+        tables = list(rows.with_format("arrow").iter(batch_size=10_000))
+        if not tables:
+            raise SystemExit(f"The {split} files hold no rows; every split needs rows.")
+        return datasets.Dataset(pa.concat_tables(tables))
+
+    def example_row(self) -> dict:
+        """The first training row, as the example of prompts and model cards (streamed or not)."""
+        return next(iter(self.raw["train"]))
+
     def encoded(self, split: str, with_text: bool, limit: int | None = None, shuffle: bool = False):
-        """A split encoded by the processor (cached per text/no-text), optionally a seeded subset."""
+        """A split encoded by the processor (cached per text/no-text), optionally a seeded subset. A streamed split
+        is encoded as it trains, batch by batch, shuffled through --shuffle_buffer_size rows (anew each epoch)."""
+        if isinstance(self.raw[split], datasets.IterableDataset):
+            rows = self.raw[split].shuffle(seed=self.training_args.seed, buffer_size=self.data_args.shuffle_buffer_size)
+            return FlipStreamingDataset(rows, self.processor, num_rows=self.processor.num_fit_rows)
         key = (split, with_text)
         if key not in self._encoded:
             raw = self.raw[split]
@@ -238,7 +273,7 @@ class FlipRun:
             dataset_name=self.schema.name or self.data_args.dataset,
             split_description=SPLIT_DESCRIPTIONS.get(self.data_args.split, self.data_args.split),
         )
-        model.model_card_data.set_processor(self.processor, self.raw["train"][0])  # a real row as the example
+        model.model_card_data.set_processor(self.processor, self.example_row())  # a real row as the example
         self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
         run, with_text = self.run_args, mode != "id"
         # a frozen PLM's vectors are computed once per row: the mode then costs about what the ID model does
@@ -250,7 +285,8 @@ class FlipRun:
         if cached_text:
             train, validation, test = (self.with_text_vectors(model, dataset) for dataset in (train, validation, test))
         if not with_text or cached_text:  # fixed-width rows: whole batches by index slicing, no per-row collation
-            train, validation, test = (FlipTensorDataset.from_dataset(dataset) for dataset in (train, validation, test))
+            train, validation, test = (FlipTensorDataset.from_dataset(dataset) if isinstance(dataset, datasets.Dataset)
+                                       else dataset for dataset in (train, validation, test))  # a stream batches itself
         batch_size = run.text_batch_size if with_text and not cached_text else run.id_batch_size
         steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
         eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
@@ -298,7 +334,8 @@ class FlipRun:
         column = self.schema.group_column
         if not column or column not in dataset.column_names:
             return {}
-        seen = set(self.raw["train"][column])
+        train = self.raw["train"].select_columns([column])
+        seen = {value for batch in train.iter(batch_size=10_000) for value in batch[column]}  # in batches: it may stream
         cold = np.array([value not in seen for value in dataset[column]])
         prediction = trainer.predict(dataset, metric_key_prefix="slice")
         logits, labels = np.asarray(prediction.predictions).reshape(-1), np.asarray(prediction.label_ids).reshape(-1)

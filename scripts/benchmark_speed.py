@@ -11,6 +11,11 @@ scripts/configs/cpu-small.yaml trains) and `full` (the whole PLM and the paper's
 (--data_dir, else the cache or a download). Where onnxruntime is installed (`pip install "flip_hf[onnx]"`)
 FLIP_ID is also exported to ONNX and timed in ONNX Runtime next to PyTorch on the same batches.
 
+Streaming: a synthetic click log of --streaming_rows training rows (10M by default; 0 skips it) is written as
+parquet shards, then a fresh process fits the processor on it in one streaming pass and trains FLIP_ID (a small
+DCNv2, batch 4096) for one epoch over every row, never holding the table: rows/s of both, and the process's
+peak RSS.
+
 Prints a table and writes benchmarks/results/speed-<preset>.json and .md, naming the preset, the hardware
 and the command. Checkpoints and the ONNX file go to a temporary folder, deleted at the end. Nothing here
 is asserted: the numbers are reported as they come out.
@@ -29,6 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+# The synthetic click log of the streaming measure: (field, kind, distinct values), and its genres.
+STREAMING_FIELDS = [("user_id", "categorical", 1_000_000), ("item_id", "categorical", 100_000),
+                    ("gender", "categorical", 2), ("age_group", "categorical", 7), ("device", "categorical", 4),
+                    ("hour", "categorical", 24), ("price", "numeric", None), ("genres", "multi_categorical", 18)]
+STREAMING_SHARD_ROWS = 1_000_000
+STREAMING_BATCH_SIZE = 4096
+# A small DCNv2: the measure is of the data path, which a large network would hide.
+STREAMING_MODEL = dict(backbone="dcnv2", embedding_size=16, backbone_options={"hidden_sizes": [128, 64], "low_rank": None})
 
 SPEED_PRESETS = {
     # 2 of MiniLM's 6 layers, frozen word embeddings, compact prompt: what cpu-small trains with
@@ -306,6 +319,84 @@ def measure_speed(preset_name: str, threads: int, device_name: str, bf16: bool, 
     return report
 
 
+def write_click_log(folder: Path, rows: int, seed: int = 0) -> dict[str, str]:
+    """A synthetic click log as parquet shards of up to `STREAMING_SHARD_ROWS` rows: `rows` for training and 1% more
+    each for validation and test. Ids are Zipf-distributed (a few users and items make most rows, as in real logs);
+    the click depends on the user, the item, a genre and the price. Returns each split's file glob."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    user_effect, item_effect = rng.normal(0, 0.7, STREAMING_FIELDS[0][2]), rng.normal(0, 0.7, STREAMING_FIELDS[1][2])
+    genres = np.array([f"genre {i}" for i in range(STREAMING_FIELDS[-1][2])])
+    for split, split_rows in (("train", rows), ("validation", rows // 100), ("test", rows // 100)):
+        for shard, start in enumerate(range(0, split_rows, STREAMING_SHARD_ROWS)):
+            n = min(STREAMING_SHARD_ROWS, split_rows - start)
+            columns = {name: (rng.zipf(1.1, n) - 1) % size if size > 1000 else rng.integers(0, size, n)
+                       for name, kind, size in STREAMING_FIELDS if kind == "categorical"}
+            price = rng.lognormal(3, 1, n)
+            counts = rng.integers(1, 4, n)
+            genre = rng.integers(0, len(genres), counts.sum())
+            logit = (-1.0 + user_effect[columns["user_id"]] + item_effect[columns["item_id"]] - 0.3 * np.log(price / 20)
+                     + 0.8 * (genre[np.cumsum(counts) - counts] < 3))
+            table = pa.table({
+                **{name: pa.array(values).cast(pa.string()) for name, values in columns.items()},
+                "price": price,
+                "genres": pa.ListArray.from_arrays(np.concatenate([[0], np.cumsum(counts)]), pa.array(genres[genre])),
+                "label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64),
+            })
+            pq.write_table(table, folder / f"{split}-{shard:05d}.parquet", row_group_size=100_000)
+    return {split: str(folder / f"{split}-*.parquet") for split in ("train", "validation", "test")}
+
+
+def run_streaming(rows: int, threads: int, device_name: str, text_model: str) -> dict:
+    """Write the click log to a temporary folder, then measure streaming on it in a fresh process, whose peak RSS
+    is then its own (the parent holds the other measures' models)."""
+    import concurrent.futures
+    import multiprocessing
+
+    with tempfile.TemporaryDirectory(prefix="flip-streaming-") as scratch:
+        files = write_click_log(Path(scratch), rows)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            return pool.submit(measure_streaming, files, threads, device_name, text_model, scratch).result()
+
+
+def measure_streaming(files: dict[str, str], threads: int, device_name: str, text_model: str, scratch: str) -> dict:
+    """Fit the processor in one streaming pass over the training files, then train FLIP_ID for one epoch over every
+    row, shuffled through a 100k-row buffer: rows/s of each, and this process's peak RSS."""
+    import resource
+
+    import torch
+    from transformers import TrainingArguments
+
+    from flip_hf import DataCollatorForFlipCTR, FieldSpec, FlipForCTR, FlipProcessor, FlipStreamingDataset, TabularSchema
+    from flip_hf.data import load_tabular
+    from flip_hf.text_models import resolve_text_model
+    from flip_hf.trainer import FlipTrainer
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    schema = TabularSchema([FieldSpec(name, kind) for name, kind, _ in STREAMING_FIELDS], name="synthetic click log")
+    raw, schema = load_tabular(files, schema, streaming=True)
+    plm_path = resolve_text_model(text_model)
+    started = time.perf_counter()
+    processor = FlipProcessor.from_text_pretrained(plm_path, schema).fit(raw["train"])
+    fit_seconds = time.perf_counter() - started
+    model = FlipForCTR.from_text_pretrained(plm_path, processor, ctr_mode="id", **STREAMING_MODEL)
+    train = FlipStreamingDataset(raw["train"].shuffle(seed=0, buffer_size=100_000), processor, num_rows=processor.num_fit_rows)
+    args = TrainingArguments(output_dir=str(Path(scratch) / "checkpoints"), per_device_train_batch_size=STREAMING_BATCH_SIZE,
+                             num_train_epochs=1, learning_rate=1e-3, save_strategy="no", report_to="none",
+                             logging_strategy="no", disable_tqdm=True, use_cpu=device_name == "cpu", seed=0)
+    trainer = FlipTrainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorForFlipCTR(processor, text=False))
+    output = trainer.train()
+    return {"rows": processor.num_fit_rows, "fit_rows_per_second": processor.num_fit_rows / fit_seconds,
+            "rows_per_second": output.metrics["train_samples_per_second"], "train_loss": output.training_loss,
+            "batch_size": STREAMING_BATCH_SIZE, "vocabulary_sizes": {f["name"]: f["vocab_size"] for f in processor.field_infos()},
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def speed_table(report: dict) -> str:
     rows = [
         ("preprocessing (Dataset.map, train split)", f"{report['preprocess_rows_per_second']:,.0f} rows/s"),
@@ -349,6 +440,13 @@ def speed_table(report: dict) -> str:
         ("pretraining (2 PLM passes) / compute limit", f"{100 * report['pretrain_fraction_of_limit']:.1f}%"),
         ("plain MLM / compute limit", f"{100 * report['plain_mlm_fraction_of_limit']:.1f}%"),
     ]
+    if "streaming" in report:
+        streaming = report["streaming"]
+        rows += [
+            (f"streaming: fit on {streaming['rows']:,} rows, one pass", f"{streaming['fit_rows_per_second']:,.0f} rows/s"),
+            ("streaming: FLIP_ID training, one epoch", f"{streaming['rows_per_second']:,.0f} rows/s"),
+            ("streaming: peak RSS (fit and training)", f"{streaming['peak_rss_mb']:,.0f} MB"),
+        ]
     width = max(len(name) for name, _ in rows)
     return "\n".join([f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|---|"] + [f"| {name.ljust(width)} | {value} |" for name, value in rows])
 
@@ -361,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bf16", action="store_true", help="train and infer under bf16 autocast (GPU).")
     parser.add_argument("--text_model", default="sentence-transformers/all-MiniLM-L6-v2", help="PLM: Hub id or path.")
     parser.add_argument("--data_dir", default=None, help="folder with MovieLens-100K's official files (else the cache or a download).")
+    parser.add_argument("--streaming_rows", type=int, default=10_000_000,
+                        help="training rows of the synthetic click log that the streaming measure writes (0 skips it).")
     args = parser.parse_args(argv)
     command = "python scripts/benchmark_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import logging
@@ -372,6 +472,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = run_speed(args.preset, args.threads, device, args.bf16, args.text_model, args.data_dir)
+    if args.streaming_rows > 0:
+        report["streaming"] = run_streaming(args.streaming_rows, args.threads, device, args.text_model)
     table = speed_table(report)
     print(table)
     print(f"\nReport: {write_report('speed', args.preset, report, table, command, results_dir=RESULTS_DIR)}")

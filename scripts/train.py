@@ -5,11 +5,15 @@ Examples:
     python scripts/train.py --preset quickstart --output_dir runs/quickstart
     python scripts/train.py --preset cpu-small --output_dir runs/cpu-small
     python scripts/train.py --stage finetune --ctr_mode id --pretrained_model runs/cpu-small/pretrain
+    python scripts/train.py --stage finetune --ctr_mode id --streaming true --schema data/schema.json \
+        --train_files 'data/train-*.parquet' --validation_files 'data/validation-*.parquet' --test_files 'data/test-*.parquet'
     accelerate launch --multi_gpu --num_processes 2 scripts/train.py --preset quickstart
 
 Stages: `pretrain`, `finetune` (one `--ctr_mode`), `all` (pretrain, then finetune the three modes and
 print one table). Presets live in scripts/configs/<name>.yaml; `--config FILE.yaml` loads any YAML;
-command-line flags override both. The output directory holds one folder per model (with its
+command-line flags override both. Data split in advance into files comes through --train_files,
+--validation_files, --test_files and --schema; with --streaming true it is never held in memory (FLIP_ID:
+--stage finetune --ctr_mode id). The output directory holds one folder per model (with its
 processor and model card), `results.json` and each stage's trainer state.
 
 The flags below are FLIP's own. Every `transformers.TrainingArguments` flag is accepted too (--seed,
@@ -49,6 +53,13 @@ class DataArguments:
     max_finetune_samples: int | None = field(default=None, metadata={"help": "Finetune text/joint modes on a subset of train."})
     subset_id_finetuning: bool = field(default=False, metadata={"help": "FLIP_ID too on that subset (equal data for every mode)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows of validation and test."})
+    max_vocab_size: int | None = field(default=None, metadata={"help": "Keep at most this many values per field, the most frequent."})
+    train_files: str | None = field(default=None, metadata={"help": "Data split in advance, instead of --dataset: the training CSV / parquet file or glob ('data/train-*.parquet'), with --validation_files, --test_files and --schema."})
+    validation_files: str | None = field(default=None, metadata={"help": "The validation file or glob (see --train_files)."})
+    test_files: str | None = field(default=None, metadata={"help": "The test file or glob (see --train_files)."})
+    schema: str | None = field(default=None, metadata={"help": "JSON file of the files' TabularSchema (TabularSchema.to_json_file; a save_dataset folder holds one, flip_schema.json)."})
+    streaming: bool = field(default=False, metadata={"help": "Stream --train_files: one pass fits the vocabularies and training never holds the table. FLIP_ID only (--stage finetune --ctr_mode id); validation and test are read into memory (the first --max_eval_samples rows)."})
+    shuffle_buffer_size: int = field(default=100_000, metadata={"help": "With --streaming: rows mixed at a time (the files' order is shuffled each epoch too)."})
 
 
 @dataclass
@@ -202,10 +213,11 @@ def check_flip_arguments(data_args: DataArguments, model_args: ModelArguments, r
                          "--all_modes id,text,joint (or FlipForCTR.from_finetuned in Python).")
     if run_args.finetune_lr_scheduler not in FINETUNE_SCHEDULERS:
         raise SystemExit(f"Unknown finetune_lr_scheduler {run_args.finetune_lr_scheduler!r}; valid: {', '.join(FINETUNE_SCHEDULERS)}.")
-    for name in ("max_pretrain_samples", "max_finetune_samples", "max_eval_samples"):
+    for name in ("max_pretrain_samples", "max_finetune_samples", "max_eval_samples", "max_vocab_size"):
         value = getattr(data_args, name)
         if value is not None and value < 1:
             raise SystemExit(f"--{name} must be at least 1, got {value}; leave it out to use every row.")
+    check_files(data_args, run_args)
     check_backbone(model_args)
     if model_args.pretrained_model:
         from flip_hf.loading import WEIGHTS_FILES, check_source
@@ -215,6 +227,33 @@ def check_flip_arguments(data_args: DataArguments, model_args: ModelArguments, r
                          "Pass the pretrain/ folder of a FLIP run (or a Hub repo id).")
         except FileNotFoundError as error:
             raise SystemExit(f"--pretrained_model: {error}") from None
+
+
+def check_files(data_args: DataArguments, run_args: RunArguments) -> None:
+    """Data from files comes whole (three splits and their schema), and streams only where training can stream."""
+    files = {"--train_files": data_args.train_files, "--validation_files": data_args.validation_files,
+             "--test_files": data_args.test_files, "--schema": data_args.schema}
+    if any(files.values()) and not all(files.values()):
+        missing = [flag for flag, value in files.items() if not value]
+        raise SystemExit(f"Data from files needs {', '.join(files)} together; {', '.join(missing)} missing.")
+    if data_args.schema:
+        from flip_hf.schema import TabularSchema
+
+        try:
+            TabularSchema.from_json_file(data_args.schema)
+        except (OSError, ValueError, TypeError) as error:
+            raise SystemExit(f"--schema {data_args.schema}: {error}") from None
+    if not data_args.streaming:
+        return
+    if not data_args.train_files:
+        raise SystemExit("--streaming reads --train_files, --validation_files and --test_files (with --schema); the "
+                         "recipes of --dataset load into memory.")
+    if (run_args.stage, run_args.ctr_mode) != ("finetune", "id") or data_args.subset_id_finetuning:
+        raise SystemExit("--streaming trains FLIP_ID only: pass --stage finetune --ctr_mode id (without "
+                         "--subset_id_finetuning). Pretraining and the text modes tokenize every prompt, which is not "
+                         "streamed yet.")
+    if data_args.shuffle_buffer_size < 1:
+        raise SystemExit(f"--shuffle_buffer_size must be at least 1, got {data_args.shuffle_buffer_size}.")
 
 
 def check_backbone(model_args: ModelArguments) -> None:

@@ -1,7 +1,8 @@
 """The benchmark tools. scripts/benchmark_quality.py: which variants it trains, how it summarizes seeds, how it
 judges the paper's claims against the seeds' noise, that it runs every variant through scripts/train.py as a
-process of its own and that --resume reuses finished runs. scripts/benchmark_speed.py: its report's table and
-the ONNX Runtime comparison (its numbers are never asserted). flip_hf.benchmark_report: the files both write."""
+process of its own and that --resume reuses finished runs. scripts/benchmark_speed.py: its report's table, the
+ONNX Runtime comparison and the streaming measure (its numbers are never asserted). flip_hf.benchmark_report: the
+files both write."""
 
 from __future__ import annotations
 
@@ -285,6 +286,17 @@ def test_speed_scratch_is_a_temporary_folder(speed, monkeypatch):
     (scratch,) = seen
     assert not scratch.exists()  # removed after the run
     assert speed.ROOT not in scratch.parents  # never in the source tree
+
+
+def test_speed_streams_the_click_log_it_writes_through_fit_and_one_epoch(speed, tmp_path, tiny_text_model_dir):
+    files = speed.write_click_log(tmp_path, 3000)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["test-00000.parquet", "train-00000.parquet",
+                                                               "validation-00000.parquet"]
+    measured = speed.measure_streaming(files, 1, "cpu", str(tiny_text_model_dir), str(tmp_path))
+    assert measured["rows"] == 3000 and set(measured["vocabulary_sizes"]) == {name for name, *_ in speed.STREAMING_FIELDS}
+    assert all(measured[key] > 0 for key in ("rows_per_second", "fit_rows_per_second", "peak_rss_mb"))
+    table = speed.speed_table({**SPEED_REPORT, "streaming": measured})
+    assert "| streaming: fit on 3,000 rows, one pass" in table and "| streaming: peak RSS (fit and training)" in table
 
 
 # a speed report's measures, for its table

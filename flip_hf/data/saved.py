@@ -21,7 +21,7 @@ def save_dataset(dataset: datasets.DatasetDict, schema: TabularSchema, path: str
     path = Path(path)
     _refuse_empty(path, [name for name, split in dataset.items() if split.num_rows == 0])
     dataset.save_to_disk(str(path))
-    (path / SCHEMA_FILE).write_text(json.dumps(schema.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+    schema.to_json_file(path / SCHEMA_FILE)
 
 
 def load_saved_dataset(path: str | os.PathLike) -> tuple[datasets.DatasetDict, TabularSchema]:
@@ -31,7 +31,7 @@ def load_saved_dataset(path: str | os.PathLike) -> tuple[datasets.DatasetDict, T
             f"{path} is not a saved FLIP dataset: it has no {SCHEMA_FILE}. Save one with "
             "flip_hf.data.save_dataset(dataset_dict, schema, path)."
         )
-    schema = TabularSchema.from_dict(json.loads((path / SCHEMA_FILE).read_text(encoding="utf-8")))
+    schema = TabularSchema.from_json_file(path / SCHEMA_FILE)
     # datasets cannot load a split saved with 0 rows (IndexError): it is saved without data files
     splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
     _refuse_empty(path, [s for s in splits if not json.loads((path / s / "state.json").read_text(encoding="utf-8"))["_data_files"]])

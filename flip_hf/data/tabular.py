@@ -3,16 +3,19 @@
 The data contract: one column per field holding the raw value (str for categorical and text fields,
 int or float for numeric ones, list of str for multi-categorical ones), an int 0/1 label
 column and, where known, the time column. Missing values stay None: the processor maps them to an
-explicit unknown id, so no row is ever dropped here.
+explicit unknown id, so no row is ever dropped here. Data larger than memory, already split, streams
+(`load_tabular(..., streaming=True)`): each batch is normalized by the same rules as it is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,14 @@ logger = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_METHODS = ("time", "random", "user_time")
 SUPPORTED_FILES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
+CSV_SEPARATORS = {"csv": ",", "tsv": "\t"}
+# Rows normalized at a time in a stream.
+STREAM_BATCH_SIZE = 10_000
 
 
 def load_tabular(
-    source: str | os.PathLike | pd.DataFrame | datasets.Dataset | datasets.DatasetDict,
+    source: str | os.PathLike | pd.DataFrame | datasets.Dataset | datasets.DatasetDict | datasets.IterableDatasetDict
+    | Mapping[str, str | os.PathLike | Sequence[str | os.PathLike]],
     schema: TabularSchema,
     label_column: str | None = None,
     time_column: str | None = None,
@@ -40,12 +47,15 @@ def load_tabular(
     seed: int = 42,
     splits: Mapping[str, str] | None = None,
     multi_value_separator: str = "|",
-) -> tuple[datasets.DatasetDict, TabularSchema]:
+    streaming: bool = False,
+) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, TabularSchema]:
     """Load any table of clicks as train/validation/test splits that follow the data contract.
 
     Args:
-        source: a CSV / TSV / parquet path, a DataFrame, a `datasets.Dataset`, or a
-            `datasets.DatasetDict` that is already split (then it is only checked and normalized).
+        source: a CSV / TSV / parquet path, a DataFrame or a `datasets.Dataset`, split here; or data that is
+            already split, then only checked and normalized: a mapping of "train", "validation" and "test" to
+            their files (a path, a glob such as "data/train-*.parquet", or a list of them; CSV, TSV or parquet),
+            a `datasets.DatasetDict` or a `datasets.IterableDatasetDict`.
         schema: the fields; their names must be columns of the data.
         label_column: the column holding the 0/1 click, if not `schema.label_column`; it is renamed
             to `schema.label_column` in the result.
@@ -54,23 +64,37 @@ def load_tabular(
             (per user, the latest rows are held out); see `split_frame`.
         split_ratios: train/validation/test fractions.
         seed: seed of the "random" split.
-        splits: for a DatasetDict source whose splits are named otherwise, the source's name of each
+        splits: for a split source whose splits are named otherwise, the source's name of each
             of "train", "validation" and "test", e.g. `{"validation": "dev"}`.
         multi_value_separator: how a multi-categorical value given as one string is delimited
             ("Action|Comedy" -> ["Action", "Comedy"]).
+        streaming: read the splits as they are iterated, never whole, for data larger than memory: the result
+            is a `datasets.IterableDatasetDict` whose batches are checked and normalized as they are read, by the
+            same rules, except that numeric fields are float64 (a stream cannot first see that every value is
+            whole) and the time column is left out (it only served to split). Needs a split source: a time or
+            random split has to hold every row before it can cut.
 
     Returns:
-        The DatasetDict and the schema (with `time_column` filled in when given here).
+        The DatasetDict (an IterableDatasetDict when streaming) and the schema (with `time_column` filled in
+        when given here).
     """
     label_column = label_column or schema.label_column
     time_column = time_column or schema.time_column
     if time_column != schema.time_column:
         schema = dataclasses.replace(schema, time_column=time_column)
 
-    if isinstance(source, datasets.DatasetDict):
-        return _check_dataset_dict(source, schema, label_column, splits, multi_value_separator), schema
+    if streaming:
+        return _stream_splits(source, schema, label_column, splits, multi_value_separator), schema
+    if isinstance(source, datasets.IterableDatasetDict):
+        raise ValueError("An IterableDatasetDict is read as a stream: pass streaming=True.")
+    if isinstance(source, Mapping):
+        is_files = not isinstance(source, datasets.DatasetDict)
+        where = "the split files" if is_files else "the DatasetDict"
+        frames = {name: _read_files(source[source_name], schema) if is_files else source[source_name].to_pandas()
+                  for name, source_name in _split_names(source, splits, where).items()}
+        return _check_split_frames(frames, schema, label_column, multi_value_separator, where), schema
     if splits is not None:
-        raise ValueError("splits= only applies to a DatasetDict source; this source is split by split=.")
+        raise ValueError("splits= only applies to a source that is already split; this one is split by split=.")
 
     frame, where = _to_frame(source, schema)
     frame = _rename_label(frame, label_column, schema.label_column)
@@ -205,21 +229,13 @@ def split_frame(
 def read_table(path: str | os.PathLike, schema: TabularSchema | None = None) -> pd.DataFrame:
     """Read a CSV / TSV / parquet file; categorical columns of a CSV are read as text to keep "02134"."""
     path = Path(path)
-    name = path.name.lower()
-    if not name.endswith(SUPPORTED_FILES):
-        raise ValueError(
-            f"Cannot read {str(path)!r}: unsupported file type. Supported formats are "
-            f"{', '.join(SUPPORTED_FILES)}; or load it yourself and pass a DataFrame."
-        )
+    kind = _file_kind(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such data file: {str(path)!r}.")
     try:
-        if name.endswith((".parquet", ".pq")):
+        if kind == "parquet":
             return pd.read_parquet(path)
-        text_columns = {}
-        if schema is not None:
-            text_columns = {f.name: "string" for f in schema.fields if f.kind != "numeric"}
-        return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", dtype=text_columns)
+        return pd.read_csv(path, sep=CSV_SEPARATORS[kind], dtype={name: "string" for name in _text_columns(schema)})
     except pd.errors.EmptyDataError:
         raise ValueError(f"Cannot read {str(path)!r}: the file is empty. It needs a header row and data rows.") from None
     except (pa.ArrowException, OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
@@ -227,6 +243,83 @@ def read_table(path: str | os.PathLike, schema: TabularSchema | None = None) -> 
             f"Cannot read {str(path)!r}: the file is corrupted or not in the format its name says "
             f"({error}). Supported formats are {', '.join(SUPPORTED_FILES)} (CSV in UTF-8)."
         ) from error
+
+
+def _file_kind(path: str | os.PathLike) -> str:
+    """"parquet", "csv" or "tsv", by the file's name; anything else is refused."""
+    name = str(path).lower()
+    if not name.endswith(SUPPORTED_FILES):
+        raise ValueError(
+            f"Cannot read {str(path)!r}: unsupported file type. Supported formats are "
+            f"{', '.join(SUPPORTED_FILES)}; or load it yourself and pass a DataFrame."
+        )
+    return "parquet" if name.endswith((".parquet", ".pq")) else "tsv" if name.endswith(".tsv") else "csv"
+
+
+def _text_columns(schema: TabularSchema | None) -> list[str]:
+    """The fields a CSV must read as text, so that "02134" stays "02134"."""
+    return [] if schema is None else [f.name for f in schema.fields if f.kind != "numeric"]
+
+
+def _file_list(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    return [str(files)] if isinstance(files, (str, os.PathLike)) else [str(f) for f in files]
+
+
+def _read_files(files, schema: TabularSchema) -> pd.DataFrame:
+    """One split's files (paths or globs, in order) as one frame."""
+    paths = []
+    for pattern in _file_list(files):
+        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matched:
+            raise FileNotFoundError(f"No data file matches {pattern!r}.")
+        paths += matched
+    return pd.concat([read_table(path, schema) for path in paths], ignore_index=True)
+
+
+def _stream_splits(source: Any, schema: TabularSchema, label_column: str, splits: Mapping[str, str] | None,
+                   separator: str) -> datasets.IterableDatasetDict:
+    """Each split of a split source as a normalized stream: files through `datasets.load_dataset(..., streaming=True)`,
+    a DatasetDict through `to_iterable_dataset`."""
+    if not isinstance(source, Mapping):
+        raise ValueError(
+            f"streaming=True needs data that is already split; got a {type(source).__name__}. A time or random split "
+            "has to hold every row before it can cut, which a stream never does: pass a mapping of \"train\", "
+            "\"validation\" and \"test\" to their files (e.g. split by date into files first), a DatasetDict or an "
+            "IterableDatasetDict; or load this source without streaming."
+        )
+    is_files = not isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict))
+    names = _split_names(source, splits, "the split files" if is_files else f"the {type(source).__name__}")
+    if is_files:
+        data_files = {name: _file_list(source[source_name]) for name, source_name in names.items()}
+        kinds = {_file_kind(path) for paths in data_files.values() for path in paths}
+        if len(kinds) > 1:
+            raise ValueError(f"The split files mix formats ({', '.join(sorted(kinds))}); give them all in one format.")
+        kind = kinds.pop()
+        options = {} if kind == "parquet" else {
+            "sep": CSV_SEPARATORS[kind], "converters": {name: str for name in _text_columns(schema)}}
+        source = datasets.load_dataset("parquet" if kind == "parquet" else "csv", data_files=data_files, streaming=True,
+                                       **options)
+        names = {name: name for name in SPLIT_NAMES}
+    schema = dataclasses.replace(schema, time_column=None)
+    features = _features(schema)
+    streams = {}
+    for name, source_name in names.items():
+        split = source[source_name]
+        split = split.to_iterable_dataset() if isinstance(split, datasets.Dataset) else split
+        streams[name] = split.with_format("arrow").map(
+            _normalize_batch, batched=True, batch_size=STREAM_BATCH_SIZE, with_indices=True, features=features,
+            fn_kwargs=dict(schema=schema, label_column=label_column, separator=separator, features=features,
+                           where=f"the {name} split"),
+        ).with_format(None)
+    return datasets.IterableDatasetDict(streams)
+
+
+def _normalize_batch(table: pa.Table, indices: list[int], *, schema: TabularSchema, label_column: str, separator: str,
+                     features: datasets.Features, where: str) -> pa.Table:
+    """One streamed batch in the data contract, by `prepare_frame`; errors name the row within the split."""
+    frame = _rename_label(table.to_pandas().set_axis(indices), label_column, schema.label_column)
+    frame = prepare_frame(frame, schema, multi_value_separator=separator, where=where)
+    return pa.Table.from_pandas(frame, schema=features.arrow_schema, preserve_index=False)
 
 
 def _to_frame(source: Any, schema: TabularSchema) -> tuple[pd.DataFrame, str]:
@@ -252,47 +345,49 @@ def _rename_label(frame: pd.DataFrame, label_column: str, target: str) -> pd.Dat
     return frame.drop(columns=[target], errors="ignore").rename(columns={label_column: target})
 
 
-def _check_dataset_dict(
-    source: datasets.DatasetDict,
-    schema: TabularSchema,
-    label_column: str,
-    splits: Mapping[str, str] | None,
-    multi_value_separator: str,
-) -> datasets.DatasetDict:
-    """Validate an already split source. Splits are normalized together so their types agree."""
+def _split_names(source: Mapping, splits: Mapping[str, str] | None, where: str) -> dict[str, str]:
+    """The source's name of each of train / validation / test (`splits` maps those named otherwise); all must be there."""
     names = {name: (splits or {}).get(name, name) for name in SPLIT_NAMES}
     missing = [
         f"{name} (looked for {source_name!r})" for name, source_name in names.items() if source_name not in source
     ]
     if missing:
         raise ValueError(
-            f"The DatasetDict has no split for {', '.join(missing)}; its splits are {list(source)}. "
+            f"There is no split for {', '.join(missing)} in {where}; its splits are {list(source)}. "
             'Pass splits={"validation": "<its name>", ...} to map them.'
         )
-    frames = {name: _rename_label(source[source_name].to_pandas(), label_column, schema.label_column)
-              for name, source_name in names.items()}
+    return names
+
+
+def _check_split_frames(
+    frames: Mapping[str, pd.DataFrame], schema: TabularSchema, label_column: str, multi_value_separator: str, where: str
+) -> datasets.DatasetDict:
+    """Validate splits made in advance. They are normalized together so their types agree."""
+    frames = {name: _rename_label(frame, label_column, schema.label_column) for name, frame in frames.items()}
     for name, frame in frames.items():
         if frame.empty:
-            raise ValueError(f"The {name} split of the DatasetDict is empty (0 rows); every split needs rows.")
+            raise ValueError(f"The {name} split of {where} is empty (0 rows); every split needs rows.")
     combined = prepare_frame(
         pd.concat(frames, names=["split", "row"]),
         schema,
         multi_value_separator=multi_value_separator,
-        where="the DatasetDict",
+        where=where,
     )
     return _frames_to_dataset_dict({name: combined.loc[name] for name in SPLIT_NAMES}, schema)
 
 
 def _frames_to_dataset_dict(parts: Mapping[str, pd.DataFrame], schema: TabularSchema) -> datasets.DatasetDict:
-    features = _features(next(iter(parts.values())), schema)
+    features = _features(schema, next(iter(parts.values())))
     return datasets.DatasetDict(
         {name: datasets.Dataset.from_pandas(part, features=features, preserve_index=False)
          for name, part in parts.items()}
     )
 
 
-def _features(frame: pd.DataFrame, schema: TabularSchema) -> datasets.Features:
-    """Explicit types, so that a column that happens to be all None still gets its proper type."""
+def _features(schema: TabularSchema, frame: pd.DataFrame | None = None) -> datasets.Features:
+    """Explicit types, so that a column that happens to be all None still gets its proper type. A numeric field is
+    int64 where the prepared `frame` holds only whole numbers, else float64, as in a stream (no frame), whose
+    values are not all seen first; the time column takes the frame's type."""
     features = {}
     for spec in schema.fields:
         if spec.kind == "categorical":
@@ -300,7 +395,7 @@ def _features(frame: pd.DataFrame, schema: TabularSchema) -> datasets.Features:
         elif spec.kind == "multi_categorical":
             features[spec.name] = datasets.List(datasets.Value("string"))
         else:
-            is_int = isinstance(frame[spec.name].dtype, pd.Int64Dtype)
+            is_int = frame is not None and isinstance(frame[spec.name].dtype, pd.Int64Dtype)
             features[spec.name] = datasets.Value("int64" if is_int else "float64")
     features[schema.label_column] = datasets.Value("int64")
     if schema.time_column is not None:
@@ -321,6 +416,12 @@ def _is_missing(value: Any) -> bool:
 
 
 def _as_strings(column: pd.Series, name: str, where: str) -> pd.Series:
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    if kind == "string":  # text already (the common case): only its nulls change, to None
+        return column.astype(object).where(column.notna(), None)
+    if kind == "integer" and not column.hasnans:
+        return column.astype(str).astype(object)
+
     def to_str(index, value):
         if _is_missing(value):
             return None
@@ -337,6 +438,11 @@ def _as_strings(column: pd.Series, name: str, where: str) -> pd.Series:
 
 
 def _as_string_lists(column: pd.Series, name: str, separator: str, where: str) -> pd.Series:
+    if set(map(type, column)) <= {list, np.ndarray}:  # lists of text already (what Arrow gives): only copied
+        lists = [cell.tolist() if type(cell) is np.ndarray else list(cell) for cell in column]
+        if pd.api.types.infer_dtype(list(chain.from_iterable(lists)), skipna=False) in ("string", "empty"):
+            return pd.Series(lists, index=column.index, dtype=object)
+
     def to_list(index, value):
         if isinstance(value, (list, tuple, np.ndarray)):
             return [str(v) for v in value if not _is_missing(v)]
