@@ -623,12 +623,25 @@ class _FieldStatistics:
             numbers = self.numbers.values()
             if not len(numbers):
                 return ["bucket 0"], [], None, 1
-            edges = np.unique(np.quantile(numbers, np.linspace(0, 1, spec.num_buckets + 1)[1:-1]))
+            edges = _bucket_edges(numbers, spec.num_buckets)
             vocabulary = [f"bucket {i}" for i in range(len(edges) + 1)]
             return vocabulary, [float(e) for e in edges], [float(self.low), float(self.high)], 1
         # most frequent first; ties broken by value so the vocabulary is deterministic
         ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
         return [value for value, count in ranked if count >= min_frequency][:max_vocab_size], None, None, self.longest
+
+
+def _bucket_edges(numbers: np.ndarray, num_buckets: int) -> np.ndarray:
+    """Quantile bucket boundaries, where a value that alone holds at least 1/num_buckets of the rows (a point mass:
+    Adult's capital-gain is 0 in 92% of rows) gets a bucket of its own and the other buckets are quantiles of the
+    other values. Plain quantiles would all land on the point mass, leaving the whole field one bucket and its
+    signal (a non-zero gain) unseen. A field without point masses gets exactly its quantiles."""
+    values, counts = np.unique(numbers, return_counts=True)
+    heavy = counts * num_buckets >= len(numbers)
+    rest = numbers[~np.isin(numbers, values[heavy])]
+    budget = max(num_buckets - 2 * int(heavy.sum()), 1)  # a point mass takes up to two boundaries: itself, the next value
+    quantiles = np.quantile(rest, np.linspace(0, 1, budget + 1)[1:-1]) if len(rest) else np.empty(0)
+    return np.unique(np.concatenate([values[heavy], values[1:][heavy[:-1]], quantiles]))
 
 
 class _Reservoir:

@@ -22,7 +22,7 @@ PLE = "piecewise_linear"
 @pytest.fixture(scope="module")
 def processor(bert_tokenizer):
     """x: buckets [0, 2) [2, 4) [4, 6) [6, 8] over a training range of 0..8; y: a second numeric field, whose
-    median is its minimum."""
+    minimum (10) holds more than half of the rows: a point mass with a bucket of its own, [10, 20)."""
     schema = TabularSchema([FieldSpec("x", kind="numeric", num_buckets=4), FieldSpec("c"),
                             FieldSpec("y", kind="numeric", num_buckets=2)])
     train = {"x": [0.0, 1, 2, 3, 4, 5, 6, 7, 8], "c": list("aabbccdde"), "y": [10.0, 10, 10, 10, 10, 20, 30, 40, 50]}
@@ -55,11 +55,24 @@ def test_positions_are_exact_on_hand_computed_values(processor):
 
 
 def test_a_zero_width_bucket_has_position_zero(processor):
-    # y's median is its minimum (10): the first bucket [10, 10) is empty and anything below it sits at t = 0
-    assert processor.bucket_boundaries[2] == [10.0]
-    out = encode(processor, [0.0] * 4, ys=[5.0, 10.0, 30.0, 60.0])
-    assert [ids[2] for ids in out["feature_ids"]] == [3, 4, 4, 4]
+    # below y's training minimum (10) lies a bucket of zero width, [10, 10): anything there sits at t = 0
+    assert processor.bucket_boundaries[2] == [10.0, 20.0]
+    out = encode(processor, [0.0] * 4, ys=[5.0, 10.0, 35.0, 60.0])
+    assert [ids[2] for ids in out["feature_ids"]] == [3, 4, 5, 5]
     assert [p[1] for p in out["numeric_positions"]] == [0.0, 0.0, 0.5, 1.0]
+
+
+def test_a_point_mass_gets_a_bucket_of_its_own(bert_tokenizer):
+    """Adult's capital-gain: 0 in most rows. Plain quantiles would all be 0 and leave one bucket for the whole
+    field; the zeros get their own bucket, and the other values share the remaining ones by quantile."""
+    gains = [0.0] * 90 + [float(v) for v in range(1, 11)]
+    schema = TabularSchema([FieldSpec("gain", kind="numeric", num_buckets=4), FieldSpec("plain", kind="numeric", num_buckets=4)])
+    fitted = FlipProcessor(bert_tokenizer, schema).fit({"gain": gains, "plain": [float(v) for v in range(100)]})
+    gain_edges, plain_edges = fitted.bucket_boundaries
+    assert gain_edges[:2] == [0.0, 1.0] and len(gain_edges) == 3  # [0, 1) holds the zeros; 2 buckets split 1..10
+    assert plain_edges == np.quantile(np.arange(100.0), [0.25, 0.5, 0.75]).tolist()  # no point mass: plain quantiles
+    ids = np.asarray(fitted({"gain": [0.0, 0.0, 3.0, 9.0], "plain": [1.0] * 4}, text=False)["feature_ids"])[:, 0]
+    assert ids[0] == ids[1] and len(set(ids[1:].tolist())) == 3  # zero, a small and a large gain: three buckets
 
 
 def test_positions_survive_save_and_load(processor, tmp_path):
