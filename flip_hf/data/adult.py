@@ -38,7 +38,7 @@ INCOMES = {"<=50K": 0, ">50K": 1}  # adult.test writes them with a final "."
 PROMPT_NAMES = {"fnlwgt": "final weight", "education-num": "education number"}
 
 
-def adult_schema(num_buckets: int = 10) -> TabularSchema:
+def adult_schema(num_buckets: int = FieldSpec.num_buckets) -> TabularSchema:
     """The 14 fields in adult.names' order; `num_buckets` quantile bins for each numeric one."""
     fields = [
         FieldSpec(name, kind="numeric", prompt_name=PROMPT_NAMES.get(column), num_buckets=num_buckets)
@@ -53,7 +53,7 @@ def load_adult(
     split: str = "random",
     seed: int = 42,
     split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
-    num_buckets: int = 10,
+    num_buckets: int = FieldSpec.num_buckets,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[datasets.DatasetDict, TabularSchema]:
     """Load UCI Adult as train/validation/test and its schema (see the module docstring for the rules).
