@@ -241,12 +241,10 @@ class FlipProcessor(ProcessorMixin):
         of the per-value rule: a null is the unknown id, any other value the vocabulary id of `str(value)`
         (unseen: the unknown id), a number its bucket.
         """
-        return self._id_array(batch).tolist()
+        return self._id_array(batch, self._checked_rows(batch)).tolist()
 
-    def _id_array(self, batch: dict[str, list]) -> np.ndarray:
-        """`encode_ids` as a (rows, slots) array."""
-        self._require_fitted()
-        num_rows = self._check_batch(batch, require_label=False)
+    def _id_array(self, batch: dict[str, list], num_rows: int) -> np.ndarray:
+        """`encode_ids` as a (rows, slots) array, for a batch already checked (`_checked_rows`)."""
         blocks = []
         for field_index, spec in enumerate(self.fields):
             column = batch[spec.name]
@@ -282,12 +280,10 @@ class FlipProcessor(ProcessorMixin):
         lo and hi are the bucket's boundaries, the training minimum and maximum at the ends. t is clamped to
         [0, 1], and 0 for a null, a bucket of zero width, and a processor saved before ranges were fitted.
         """
-        return self._position_array(batch).tolist()
+        return self._position_array(batch, self._checked_rows(batch)).tolist()
 
-    def _position_array(self, batch: dict[str, list]) -> np.ndarray:
-        """`encode_positions` as a (rows, numeric fields) array."""
-        self._require_fitted()
-        num_rows = self._check_batch(batch, require_label=False)
+    def _position_array(self, batch: dict[str, list], num_rows: int) -> np.ndarray:
+        """`encode_positions` as a (rows, numeric fields) array, for a batch already checked (`_checked_rows`)."""
         columns = []
         for field_index, spec in enumerate(self.fields):
             if spec.kind != "numeric":
@@ -335,7 +331,10 @@ class FlipProcessor(ProcessorMixin):
 
     def encode_text(self, batch: dict[str, list]) -> dict[str, list[list[int]]]:
         """Tokenize the prompts; `token_field_ids` maps each token to its field (-1: template/special)."""
-        num_rows = self._check_batch(batch, require_label=False)
+        return self._text_columns(batch, self._check_batch(batch, require_label=False))
+
+    def _text_columns(self, batch: dict[str, list], num_rows: int) -> dict[str, list[list[int]]]:
+        """`encode_text`, for a batch already checked."""
         value_texts = [[value_text(spec, v) for v in batch[spec.name]] for spec in self.fields]
         rows = [[column[i] for column in value_texts] for i in range(num_rows)]
         if self._segment_plan is None:
@@ -472,11 +471,12 @@ class FlipProcessor(ProcessorMixin):
             raise ValueError("Call the processor with a batch: a dict of lists, or one row as a dict.")
         if self._is_single_row(batch):
             batch = {key: [value] for key, value in batch.items()}
-        output: dict[str, Any] = {"feature_ids": self._id_array(batch)}
+        num_rows = self._checked_rows(batch)  # once per batch: every column below reads the same checked batch
+        output: dict[str, Any] = {"feature_ids": self._id_array(batch, num_rows)}
         if any(spec.kind == "numeric" for spec in self.fields):
-            output["numeric_positions"] = self._position_array(batch)
+            output["numeric_positions"] = self._position_array(batch, num_rows)
         if text:
-            output.update(self.encode_text(batch))
+            output.update(self._text_columns(batch, num_rows))
         label_column = self.schema.label_column
         if label_column in batch:
             output["labels"] = _check_labels(batch[label_column], label_column)
@@ -497,6 +497,11 @@ class FlipProcessor(ProcessorMixin):
         if spec.is_multi_valued:
             return not (isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (list, tuple)) for v in value))
         return not isinstance(value, (list, tuple))
+
+    def _checked_rows(self, batch: dict[str, list]) -> int:
+        """The number of rows of a batch to encode for the ID side, after checking the processor and the batch."""
+        self._require_fitted()
+        return self._check_batch(batch, require_label=False)
 
     def _check_batch(self, batch: dict[str, list], require_label: bool) -> int:
         self.schema.check_columns(batch.keys(), where="The input batch", require_label=require_label)

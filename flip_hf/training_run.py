@@ -58,7 +58,7 @@ SPLIT_DESCRIPTIONS = {
 # ModelArguments that are not FlipConfig entries.
 NOT_CONFIG_ARGUMENTS = ("text_model", "pretrained_model")
 # The recipe's ID network where --backbone_options is not given: FuxiCTR's DCNv2 (3 full-rank cross layers, MLP
-# 256-128; with 16-dim embeddings it trains 1.8x as fast as FuxiCTR here, at a higher AUC). `{}` gives the
+# 256-128; with 16-dim embeddings it trains 1.66-1.8x as fast as FuxiCTR here, at a higher AUC). `{}` gives the
 # backbone's own defaults, for dcnv2 the FLIP reference's (see benchmarks/FINDINGS.md).
 RECIPE_BACKBONE_OPTIONS = {"dcnv2": {"low_rank": None, "num_cross_layers": 3, "hidden_sizes": [256, 128]}}
 RUN_FILE = "run_args.json"
