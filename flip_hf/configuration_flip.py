@@ -70,6 +70,10 @@ class FlipConfig(PreTrainedConfig):
             `text_embeds`, so text and joint modes train on every row at the cost of the ID model.
         text_head_hidden_size (`int`): 0 gives a linear text logit head; > 0 an MLP with one hidden
             layer of this size (worth it on a frozen PLM, where a linear head is logistic regression).
+        text_head_batch_norm (`bool`): standardise each coordinate of `h_text` over the batch (BatchNorm) before
+            the text head. A sentence PLM's mean-pooled vectors share a large common offset and vary little
+            around it, which a plain head learns slowly: on ML-100K, PLM-only with 2 frozen MiniLM layers
+            rises from 0.65 to 0.675 test AUC with it.
         pad_token_id / mask_token_id (`int`): taken from the tokenizer, never hard-coded.
         vocabulary_fingerprint (`str`): `FlipProcessor.vocabulary_fingerprint()` of the processor the model
             was built for; pipelines and `FlipTrainer` refuse a processor that assigns other ids.
@@ -108,6 +112,7 @@ class FlipConfig(PreTrainedConfig):
     fusion_init: float = 0.0
     freeze_text_encoder: bool = False
     text_head_hidden_size: int = 0
+    text_head_batch_norm: bool = True
     initializer_range: float = 0.02
     embedding_init_std: float = 1e-4
     pad_token_id: int | None = None

@@ -429,6 +429,10 @@ class FlipPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
         elif isinstance(module, FlipMLMHead):
             init.zeros_(module.bias)
         elif isinstance(module, FlipContrastiveHead):
@@ -565,11 +569,24 @@ class FlipForPretraining(FlipPreTrainedModel):
         return FlipForPretrainingOutput(loss=loss, mlm_loss=mlm_loss, mtm_loss=mtm_loss, icl_loss=icl_loss)
 
 
+class _BatchStandardize(nn.BatchNorm1d):
+    """BatchNorm1d that also takes a training batch of one row (a dataset's last), which it standardises
+    with the running statistics instead of failing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps)
+        return super().forward(x)
+
+
 def _text_head(config: FlipConfig) -> nn.Module:
     hidden, size = config.text_config.hidden_size, config.text_head_hidden_size
+    layers = [_BatchStandardize(hidden)] if config.text_head_batch_norm else []
     if size == 0:
-        return nn.Linear(hidden, 1)
-    return nn.Sequential(nn.Linear(hidden, size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(size, 1))
+        layers.append(nn.Linear(hidden, 1))
+    else:
+        layers += [nn.Linear(hidden, size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(size, 1)]
+    return nn.Sequential(*layers)
 
 
 def _require(**inputs) -> None:

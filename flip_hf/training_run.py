@@ -401,7 +401,8 @@ class FlipRun:
         model_args = self.model_args
         return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=model_args.fusion_init,
                                           freeze_text_encoder=model_args.freeze_text_encoder,
-                                          text_head_hidden_size=model_args.text_head_hidden_size)
+                                          text_head_hidden_size=model_args.text_head_hidden_size,
+                                          text_head_batch_norm=model_args.text_head_batch_norm)
 
     def flip_config(self) -> dict:
         options = {k: v for k, v in asdict(self.model_args).items() if k not in NOT_CONFIG_ARGUMENTS}

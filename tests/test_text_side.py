@@ -90,6 +90,32 @@ def test_text_embeds_give_the_same_logits_as_the_tokens(make_tiny_flip, tiny_fli
     torch.testing.assert_close(from_vectors.loss, from_tokens.loss)
 
 
+def test_text_head_standardises_vectors_with_a_common_offset(make_tiny_flip):
+    """Mean-pooled sentence vectors share a large offset: the head must see their variation at unit scale."""
+    model = make_tiny_flip("text", freeze_text_encoder=True, text_head_hidden_size=8).train()
+    hidden = model.config.text_config.hidden_size
+    vectors = 10.0 + 0.1 * torch.randn(64, hidden, generator=torch.Generator().manual_seed(0))
+    standardised = model.text_head[0](vectors)
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(hidden), atol=1e-3, rtol=0)
+    torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(hidden), atol=1e-2, rtol=0)
+    # a dataset's last batch may hold one row: it is standardised with the running statistics, not refused
+    assert model(text_embeds=vectors[:1], labels=torch.ones(1)).loss.isfinite()
+
+    plain = make_tiny_flip("text", freeze_text_encoder=True, text_head_batch_norm=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.text_head.modules())
+
+
+def test_text_head_statistics_survive_save_and_load(make_tiny_flip, tmp_path):
+    model = make_tiny_flip("text", freeze_text_encoder=True).train()
+    vectors = 3.0 + torch.randn(32, model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(1))
+    model(text_embeds=vectors)  # a training step's forward moves the running statistics
+    model.eval().save_pretrained(tmp_path)
+    loaded = FlipForCTR.from_pretrained(tmp_path).eval()
+    assert loaded.text_head[0].running_mean.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(text_embeds=vectors).logits, model(text_embeds=vectors).logits)
+
+
 def test_text_embeds_need_a_frozen_plm(make_tiny_flip):
     model = make_tiny_flip("text")
     with pytest.raises(ValueError, match="freeze_text_encoder=True"):
@@ -135,7 +161,7 @@ def test_caching_needs_a_frozen_plm_and_tokens(make_tiny_flip, tiny_flip_process
 def test_joint_model_trains_on_cached_vectors_without_touching_the_plm(make_tiny_flip, tiny_flip_processor, tmp_path):
     model = make_tiny_flip("joint", freeze_text_encoder=True, embedding_size=8)
     plm_before = {k: v.clone() for k, v in model.flip.text_encoder.state_dict().items()}
-    head_before = model.text_head.weight.detach().clone()
+    head_before = model.text_head[-1].weight.detach().clone()
     train = cache_text_embeddings(encoded_rows(tiny_flip_processor, 64), model, cache_dir=tmp_path)
     args = TrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=16, max_steps=4, learning_rate=1e-2,
                              report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
@@ -146,7 +172,7 @@ def test_joint_model_trains_on_cached_vectors_without_touching_the_plm(make_tiny
     assert "text_embeds" in batches[0] and "input_ids" not in batches[0]  # the PLM never ran
     for name, value in model.flip.text_encoder.state_dict().items():
         torch.testing.assert_close(value, plm_before[name])
-    assert not torch.equal(model.text_head.weight, head_before)
+    assert not torch.equal(model.text_head[-1].weight, head_before)
 
 
 # ------------------------------------------------------------------------------- alignment
