@@ -236,8 +236,7 @@ class FlipRun:
 
     # ------------------------------------------------------------------ stages
     def pretrain(self) -> Path:
-
-
+        """FLIP pretraining (MLM, MTM, ICL) into `output_dir/pretrain`; a finished one is reused."""
         stage_dir = self.output_dir / "pretrain"
         if "pretrain" in self.results["stages"] and (stage_dir / "config.json").exists():
             logger.info("Pretraining already finished in %s; skipping.", stage_dir)
