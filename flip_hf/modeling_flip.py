@@ -581,12 +581,9 @@ class _BatchStandardize(nn.BatchNorm1d):
 
 def _text_head(config: FlipConfig) -> nn.Module:
     hidden, size = config.text_config.hidden_size, config.text_head_hidden_size
-    layers = [_BatchStandardize(hidden)] if config.text_head_batch_norm else []
     if size == 0:
-        layers.append(nn.Linear(hidden, 1))
-    else:
-        layers += [nn.Linear(hidden, size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(size, 1)]
-    return nn.Sequential(*layers)
+        return nn.Linear(hidden, 1)
+    return nn.Sequential(nn.Linear(hidden, size), nn.ReLU(), nn.Dropout(0.1), nn.Linear(size, 1))
 
 
 def _require(**inputs) -> None:
@@ -631,6 +628,11 @@ class FlipForCTR(FlipPreTrainedModel):
         if config.uses_ids and config.id_first_order:
             self.id_first_order = FlipFieldEmbeddings(config.fields, 1, config.uses_numeric_positions)
         self.text_head = _text_head(config) if config.uses_text else None
+        # apart from text_head, so that a checkpoint saved before it existed loads unchanged: its statistics start
+        # as the identity
+        self.text_norm = None
+        if config.uses_text and config.text_head_batch_norm:
+            self.text_norm = _BatchStandardize(config.text_config.hidden_size)
         if config.uses_text and config.freeze_text_encoder:
             self.flip.text_encoder.requires_grad_(False)
         # the encoder this mode leaves out is dropped on purpose when loading a pretraining checkpoint
@@ -744,6 +746,8 @@ class FlipForCTR(FlipPreTrainedModel):
         if self.text_head is not None:
             if text_embeds is None:
                 text_embeds = self.embed_text(input_ids, attention_mask)
+            if self.text_norm is not None:
+                text_embeds = self.text_norm(text_embeds)
             text_logits = self.text_head(text_embeds).squeeze(-1)
         if mode == "id":
             logits = id_logits

@@ -334,8 +334,8 @@ def test_ctr_from_a_pretraining_checkpoint_reuses_the_encoders(setup, tmp_path):
             p.add_(0.01 * torch.randn_like(p))
     pretrained.save_pretrained(tmp_path)
     source = pretrained.state_dict()
-    standardize = {f"text_head.0.{name}" for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
-    heads = {"id": {"id_head.weight", "id_head.bias"}, "text": standardize | {"text_head.1.weight", "text_head.1.bias"}}
+    standardize = {f"text_norm.{name}" for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+    heads = {"id": {"id_head.weight", "id_head.bias"}, "text": standardize | {"text_head.weight", "text_head.bias"}}
     heads["joint"] = heads["id"] | heads["text"] | {"fusion_alpha", "fusion_bias"}
     for mode in MODES:
         model = FlipForCTR.from_pretrained(tmp_path, ctr_mode=mode)
@@ -348,8 +348,8 @@ def test_ctr_from_a_pretraining_checkpoint_reuses_the_encoders(setup, tmp_path):
         encoders = {k.split(".")[1] for k in state if k.startswith("flip.")}
         assert encoders == {"id": {"id_encoder"}, "text": {"text_encoder"}, "joint": {"id_encoder", "text_encoder"}}[mode]
         if mode != "id":  # the new text head's batch statistics start as the identity, not as uninitialised memory
-            assert torch.equal(state["text_head.0.running_mean"], torch.zeros(state["text_head.0.running_mean"].shape))
-            assert torch.equal(state["text_head.0.running_var"], torch.ones(state["text_head.0.running_var"].shape))
+            assert torch.equal(state["text_norm.running_mean"], torch.zeros(state["text_norm.running_mean"].shape))
+            assert torch.equal(state["text_norm.running_var"], torch.ones(state["text_norm.running_var"].shape))
 
 
 def test_from_pretrained_with_output_loading_info(bert, tmp_path):

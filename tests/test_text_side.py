@@ -95,14 +95,27 @@ def test_text_head_standardises_vectors_with_a_common_offset(make_tiny_flip):
     model = make_tiny_flip("text", freeze_text_encoder=True, text_head_hidden_size=8).train()
     hidden = model.config.text_config.hidden_size
     vectors = 10.0 + 0.1 * torch.randn(64, hidden, generator=torch.Generator().manual_seed(0))
-    standardised = model.text_head[0](vectors)
+    standardised = model.text_norm(vectors)
     torch.testing.assert_close(standardised.mean(0), torch.zeros(hidden), atol=1e-3, rtol=0)
     torch.testing.assert_close(standardised.std(0, unbiased=False), torch.ones(hidden), atol=1e-2, rtol=0)
     # a dataset's last batch may hold one row: it is standardised with the running statistics, not refused
     assert model(text_embeds=vectors[:1], labels=torch.ones(1)).loss.isfinite()
 
     plain = make_tiny_flip("text", freeze_text_encoder=True, text_head_batch_norm=False)
-    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.text_head.modules())
+    assert plain.text_norm is None
+
+
+def test_a_checkpoint_from_before_the_standardising_head_keeps_its_outputs(make_tiny_flip, tmp_path):
+    old = make_tiny_flip("text", freeze_text_encoder=True, text_head_hidden_size=8, text_head_batch_norm=False)
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["text_head_batch_norm"]  # what a checkpoint saved before the option holds
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = FlipForCTR.from_pretrained(tmp_path).eval()
+    assert loaded.text_norm is not None  # the default now standardises, starting from the identity
+    vectors = torch.randn(6, old.config.text_config.hidden_size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(text_embeds=vectors).logits, old(text_embeds=vectors).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_text_head_statistics_survive_save_and_load(make_tiny_flip, tmp_path):
@@ -111,7 +124,7 @@ def test_text_head_statistics_survive_save_and_load(make_tiny_flip, tmp_path):
     model(text_embeds=vectors)  # a training step's forward moves the running statistics
     model.eval().save_pretrained(tmp_path)
     loaded = FlipForCTR.from_pretrained(tmp_path).eval()
-    assert loaded.text_head[0].running_mean.abs().sum() > 0
+    assert loaded.text_norm.running_mean.abs().sum() > 0
     with torch.no_grad():
         torch.testing.assert_close(loaded(text_embeds=vectors).logits, model(text_embeds=vectors).logits)
 
@@ -161,7 +174,7 @@ def test_caching_needs_a_frozen_plm_and_tokens(make_tiny_flip, tiny_flip_process
 def test_joint_model_trains_on_cached_vectors_without_touching_the_plm(make_tiny_flip, tiny_flip_processor, tmp_path):
     model = make_tiny_flip("joint", freeze_text_encoder=True, embedding_size=8)
     plm_before = {k: v.clone() for k, v in model.flip.text_encoder.state_dict().items()}
-    head_before = model.text_head[-1].weight.detach().clone()
+    head_before = model.text_head.weight.detach().clone()
     train = cache_text_embeddings(encoded_rows(tiny_flip_processor, 64), model, cache_dir=tmp_path)
     args = TrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=16, max_steps=4, learning_rate=1e-2,
                              report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
@@ -172,7 +185,7 @@ def test_joint_model_trains_on_cached_vectors_without_touching_the_plm(make_tiny
     assert "text_embeds" in batches[0] and "input_ids" not in batches[0]  # the PLM never ran
     for name, value in model.flip.text_encoder.state_dict().items():
         torch.testing.assert_close(value, plm_before[name])
-    assert not torch.equal(model.text_head[-1].weight, head_before)
+    assert not torch.equal(model.text_head.weight, head_before)
 
 
 # ------------------------------------------------------------------------------- alignment
