@@ -73,7 +73,7 @@ class FlipConfig(PreTrainedConfig):
         text_head_batch_norm (`bool`): standardise each coordinate of `h_text` over the batch (BatchNorm) before
             the text head. A sentence PLM's mean-pooled vectors share a large common offset and vary little
             around it, which a plain head learns slowly: on ML-100K, PLM-only with 2 frozen MiniLM layers
-            rises from 0.65 to 0.675 test AUC with it.
+            rises from 0.64 to 0.68 test AUC with it (benchmarks/FINDINGS.md).
         pad_token_id / mask_token_id (`int`): taken from the tokenizer, never hard-coded.
         vocabulary_fingerprint (`str`): `FlipProcessor.vocabulary_fingerprint()` of the processor the model
             was built for; pipelines and `FlipTrainer` refuse a processor that assigns other ids.
