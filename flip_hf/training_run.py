@@ -251,7 +251,8 @@ class FlipRun:
             per_device_train_batch_size=run.pretrain_batch_size, eval_strategy="no",
             save_strategy="steps" if "save_steps" in self.training_flags else "epoch",
         )
-        trainer = FlipTrainer(model=model, args=args, train_dataset=train, data_collator=collator, processing_class=self.processor)
+        trainer = FlipTrainer(model=model, args=args, train_dataset=train, data_collator=collator, processing_class=self.processor,
+                              plm_learning_rate=run.pretrain_plm_learning_rate)
         self.results["stages"]["pretrain"] = self.train_and_time(trainer, stage_dir, len(train))
         self.save(trainer, stage_dir)
         return stage_dir

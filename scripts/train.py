@@ -103,6 +103,7 @@ class RunArguments:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace the run in --output_dir (what it wrote, nothing else)."})
     pretrain_epochs: float = 1.0
     pretrain_learning_rate: float = 1e-4
+    pretrain_plm_learning_rate: float | None = field(default=None, metadata={"help": "Pretraining rate of the PLM (default: --pretrain_learning_rate); lower keeps the PLM's sentence vectors and aligns the ID side to them."})
     pretrain_batch_size: int = 64
     finetune_epochs: float = field(default=20.0, metadata={"help": "At most; early stopping on validation AUC ends most runs sooner."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Finetuning rate of everything but the PLM."})
@@ -129,7 +130,7 @@ TRAINING_DEFAULTS = dict(
 )
 # TrainingArguments fields that each stage sets from FLIP's stage flags: a flag for them would be ignored, so it is refused.
 STAGE_FLAGS = {
-    "learning_rate": "--pretrain_learning_rate / --finetune_learning_rate / --plm_learning_rate",
+    "learning_rate": "--pretrain_learning_rate / --pretrain_plm_learning_rate / --finetune_learning_rate / --plm_learning_rate",
     "num_train_epochs": "--pretrain_epochs / --finetune_epochs",
     "per_device_train_batch_size": "--pretrain_batch_size / --id_batch_size / --text_batch_size",
     "eval_strategy": "--evals_per_epoch", "eval_steps": "--evals_per_epoch",

@@ -213,6 +213,18 @@ def pretrain_resumed(tmp_path_factory, tiny_dataset_dir, tiny_text_model_dir):
     return root / "straight" / "pretrain", root / "resumed" / "pretrain", straight, resumed
 
 
+def test_pretrain_plm_learning_rate_zero_keeps_the_plm_and_trains_the_id_side(train, base_argv, tiny_text_model_dir, tmp_path):
+    train.main(base_argv + ["--stage", "pretrain", "--max_pretrain_samples", "64", "--save_steps", "2",
+                            "--pretrain_plm_learning_rate", "0", "--output_dir", str(tmp_path / "out")])
+    original = weights(tiny_text_model_dir)
+    at_step_2, at_step_4 = weights(checkpoint(tmp_path / "out" / "pretrain", 2)), weights(tmp_path / "out" / "pretrain")
+    plm = [k for k in at_step_4 if k.startswith(TEXT_PREFIX)]
+    assert plm and all(torch.equal(at_step_4[k], original[k[len(TEXT_PREFIX):]]) for k in plm)
+    # the ID side keeps --pretrain_learning_rate
+    id_side = [k for k in at_step_4 if k.startswith("flip.") and not k.startswith(TEXT_PREFIX)]
+    assert id_side and any(not torch.equal(at_step_2[k], at_step_4[k]) for k in id_side)
+
+
 def logged_losses(stage_dir):
     history = json.loads((Path(stage_dir) / "trainer_state.json").read_text())["log_history"]
     return [(log["step"], log["loss"], log.get("mlm_loss")) for log in history if "loss" in log]
