@@ -189,6 +189,8 @@ class FlipModelCardData(CardData):
     results: list[dict[str, Any]] = field(default_factory=list)
     training_hyperparameters: dict[str, Any] = field(default_factory=dict)
     training_seconds: float | None = None
+    # [{"model": "pretrain" or a result's ctr_mode, "seconds": ...}]: what each model of the run cost to train
+    training_times: list[dict[str, Any]] = field(default_factory=list)
     hardware: str | None = None
     versions: dict[str, str] = field(default_factory=get_versions)
 
@@ -235,6 +237,11 @@ class FlipModelCardData(CardData):
                 entry["metrics"].update(values)
                 return
         self.results.append({"ctr_mode": ctr_mode, "split": split, "metrics": values})
+
+    def add_training_time(self, model: str, seconds: float) -> None:
+        """Record how long one model of the run (or "pretrain", FLIP pretraining) trained."""
+        self.training_times = [entry for entry in self.training_times if entry["model"] != model]
+        self.training_times.append({"model": model, "seconds": float(seconds)})
 
     def add_tags(self, tags: str | list[str]) -> None:
         for tag in [tags] if isinstance(tags, str) else tags:
@@ -340,7 +347,11 @@ class FlipModelCardData(CardData):
         mine, baseline = test_auc.get(self.ctr_mode), test_auc.get("baseline_id")
         if mine is None or baseline is None:
             return None
-        return {"this": f"{mine:.4f}", "baseline": f"{baseline:.4f}", "gap": f"{mine - baseline:+.4f}"}
+        seconds = {entry["model"]: entry["seconds"] for entry in self.training_times}
+        times = {"pretraining_time": seconds.get("pretrain"), "training_time": seconds.get(self.ctr_mode, self.training_seconds),
+                 "baseline_time": seconds.get("baseline_id")}
+        return {"this": f"{mine:.4f}", "baseline": f"{baseline:.4f}", "gap": f"{mine - baseline:+.4f}",
+                **{name: format_duration(value) if value else None for name, value in times.items()}}
 
     def template_variables(self) -> dict[str, Any]:
         """What the Markdown body needs beyond the metadata."""

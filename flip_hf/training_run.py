@@ -275,6 +275,9 @@ class FlipRun:
         )
         model.model_card_data.set_processor(self.processor, self.example_row())  # a real row as the example
         self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
+        pretraining = FlipModelCardData.load(pretrained) if pretrained and "pretrain" not in self.results["stages"] else None
+        if pretraining is not None and pretraining.training_seconds:  # a checkpoint pretrained by an earlier run
+            model.model_card_data.add_training_time("pretrain", pretraining.training_seconds)
         run, with_text = self.run_args, mode != "id"
         # a frozen PLM's vectors are computed once per row: the mode then costs about what the ID model does
         cached_text = with_text and model.config.freeze_text_encoder
@@ -432,10 +435,14 @@ class FlipRun:
         self.state.wait_for_everyone()  # later stages load what was just written
 
     def add_run_results(self, card_data) -> None:
+        """The metrics and training times of the models this run trained, so each card compares itself."""
         for directory, record in self.results["stages"].items():
+            if directory == "pretrain":
+                card_data.add_training_time("pretrain", record["train_seconds"])
             if directory in RESULT_OF_DIR and "test" in record:
                 for split in ("validation", "test"):
                     card_data.add_results(RESULT_OF_DIR[directory][0], split, record[split])
+                card_data.add_training_time(RESULT_OF_DIR[directory][0], record["train_seconds"])
 
     def share_results(self) -> None:
         """Each finetuned model's card also reports the other modes trained in this run."""

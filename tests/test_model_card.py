@@ -200,3 +200,14 @@ def test_card_states_the_gain_over_the_id_baseline_and_the_frozen_serving_cost(m
     assert "this model scores 0.8011 AUC against 0.7950 for the ID-only baseline" in text and "(+0.0061)" in text
     assert "| ID-only (no pretraining) | test | 0.7950 | 0.5420 | - |" in text
     assert "language model is frozen" in text and "`text_embeds`" in text
+    assert "What it costs" not in text  # no training times recorded: no cost is made up
+
+
+def test_card_states_what_flip_costs_to_train_against_the_id_baseline(make_tiny_flip, tiny_flip_processor):
+    card_data = card_data_with_results()
+    card_data.add_results("baseline_id", "test", {"auc": 0.7950})
+    for model, seconds in (("pretrain", 660.0), ("joint", 30.0), ("baseline_id", 90.0), ("baseline_id", 95.0)):
+        card_data.add_training_time(model, seconds)
+    text = generate_model_card(make_tiny_flip("joint"), tiny_flip_processor, card_data).text
+    assert ("What it costs: 11.0 minutes of FLIP pretraining and 30.0 seconds of finetuning for this model, "
+            "against 1.6 minutes of training for the ID-only baseline") in text  # the later baseline time replaced the first

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from scripts_loader import load_script
 from tiny import tiny_argv
 
+from flip_hf.model_card import FlipModelCardData
 from flip_hf.training_run import MODE_DIRS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +159,9 @@ def test_finetune_each_mode_from_a_pretrained_checkpoint(train, stage_all, base_
     for key in shared:
         assert (finetuned[key] - pretrained[key]).abs().max() < 2e-2, key
     assert any(not torch.equal(finetuned[k], pretrained[k]) for k in shared)  # and it trained
+    # its card keeps what the checkpoint's pretraining cost, though another run did it
+    pretraining = FlipModelCardData.load(pretrain_dir).training_seconds
+    assert pretraining and {"model": "pretrain", "seconds": pretraining} in FlipModelCardData.load(folder).training_times
 
 
 # -------------------------------------------------------------------------------------- resume
@@ -289,7 +293,9 @@ def test_stage_all_trains_the_id_baseline_without_pretraining(stage_all):
     table_key = "flip.id_encoder.embeddings.embedding.weight"
     assert not torch.allclose(baseline[table_key], flip_id[table_key])
     # and every card of the run lists it next to the FLIP models
-    assert "ID-only (no pretraining)" in (output_dir / "flip" / "README.md").read_text()
+    card = (output_dir / "flip" / "README.md").read_text()
+    assert "ID-only (no pretraining)" in card
+    assert "What it costs:" in card and "of FLIP pretraining" in card
 
 
 def test_test_metrics_are_sliced_into_cold_and_warm_users(train, tiny_text_model_dir, tmp_path):
