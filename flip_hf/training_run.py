@@ -139,7 +139,7 @@ class FlipRun:
             files = {"train": data.train_files, "validation": data.validation_files, "test": data.test_files}
             self.raw, self.schema = load_tabular(files, TabularSchema.from_json_file(data.schema), streaming=data.streaming)
         else:
-            kwargs = {"split": data.split}
+            kwargs = {"split": data.split} if data.split else {}
             if data.data_dir:
                 kwargs["data_dir"] = data.data_dir
             with self.state.main_process_first():  # one process downloads, the others read the cache
@@ -271,7 +271,7 @@ class FlipRun:
         model = self.ctr_model(mode, pretrained)
         model.model_card_data = FlipModelCardData(
             dataset_name=self.schema.name or self.data_args.dataset,
-            split_description=SPLIT_DESCRIPTIONS.get(self.data_args.split, self.data_args.split),
+            split_description=self.split_description(),
         )
         model.model_card_data.set_processor(self.processor, self.example_row())  # a real row as the example
         self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
@@ -329,6 +329,12 @@ class FlipRun:
         self.results["stages"][stage] = record
         self.save(trainer, stage_dir)
         return record
+
+    def split_description(self) -> str | None:
+        split = self.data_args.split
+        if self.data_args.train_files:
+            return "split in advance into the training, validation and test files"
+        return SPLIT_DESCRIPTIONS.get(split, split)
 
     def cold_and_warm_metrics(self, trainer, dataset) -> dict:
         """Test AUC / LogLoss on rows whose user never appears in training (cold) and on the others (warm)."""

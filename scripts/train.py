@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,9 @@ logger = logging.getLogger("flip_hf.train")
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="movielens-100k", metadata={"help": "Recipe: movielens-100k, movielens-1m, bookcrossing, goodreads."})
+    dataset: str = field(default="movielens-100k", metadata={"help": "Recipe: movielens-100k, movielens-1m, bookcrossing, goodreads, adult; or a folder written by flip_hf.data.save_dataset."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's official files (else download)."})
-    split: str = field(default="time", metadata={"help": "time (8:1:1 by timestamp), user_time or random."})
+    split: str | None = field(default=None, metadata={"help": "time (8:1:1 by timestamp), user_time or random; default: the recipe's own (time for MovieLens and Goodreads, random for Book-Crossing and Adult, which have no timestamps)."})
     prompt_style: str = field(default="natural", metadata={"help": "natural (the paper's) or compact (fewer tokens)."})
     max_length: int = field(default=128, metadata={"help": "Token budget of a prompt; long values are cut inside their span."})
     min_frequency: int = field(default=1, metadata={"help": "Rarer values map to the unknown id."})
@@ -220,6 +221,7 @@ def check_flip_arguments(data_args: DataArguments, model_args: ModelArguments, r
         if value is not None and value < 1:
             raise SystemExit(f"--{name} must be at least 1, got {value}; leave it out to use every row.")
     check_files(data_args, run_args)
+    check_split(data_args)
     check_backbone(model_args)
     if model_args.pretrained_model:
         from flip_hf.loading import WEIGHTS_FILES, check_source
@@ -256,6 +258,20 @@ def check_files(data_args: DataArguments, run_args: RunArguments) -> None:
                          "streamed yet.")
     if data_args.shuffle_buffer_size < 1:
         raise SystemExit(f"--shuffle_buffer_size must be at least 1, got {data_args.shuffle_buffer_size}.")
+
+
+def check_split(data_args: DataArguments) -> None:
+    """--split applies to a recipe; left out, it becomes the recipe's own, so the run records what it used."""
+    from flip_hf.data import recipe_split
+
+    already_split = "--train_files" if data_args.train_files else None
+    if not already_split and recipe_split(data_args.dataset) is None and os.path.isdir(data_args.dataset):
+        already_split = f"the saved dataset {data_args.dataset}"
+    if already_split and data_args.split:
+        raise SystemExit(f"--split {data_args.split} applies to the dataset recipes; {already_split} is split "
+                         "already: leave --split out.")
+    if not already_split and not data_args.split:
+        data_args.split = recipe_split(data_args.dataset)
 
 
 def check_backbone(model_args: ModelArguments) -> None:

@@ -4,7 +4,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from flip_hf.data import load_dataset_recipe, load_tabular
+from flip_hf.data import load_dataset_recipe, load_tabular, recipe_split
 from flip_hf.data.tabular import split_frame
 from flip_hf.schema import FieldSpec, TabularSchema
 
@@ -82,6 +82,13 @@ def test_label_column_is_renamed_to_the_schema_label():
     frame = make_frame().rename(columns={"label": "clicked"})
     loaded, _ = load_tabular(frame, make_schema(), label_column="clicked")
     assert "label" in loaded["train"].column_names and "clicked" not in loaded["train"].column_names
+
+
+def test_each_recipe_splits_by_time_only_where_its_data_has_timestamps(tmp_path):
+    assert {name: recipe_split(name) for name in ("movielens-100k", "movielens-1m", "goodreads", "bookcrossing", "adult")} == {
+        "movielens-100k": "time", "movielens-1m": "time", "goodreads": "time", "bookcrossing": "random", "adult": "random",
+    }
+    assert recipe_split(str(tmp_path)) is None  # a saved dataset is split already
 
 
 def test_time_split_is_ordered_with_tie_breaks():

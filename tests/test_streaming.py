@@ -208,6 +208,8 @@ def test_train_script_streams_flip_id_end_to_end(train, tmp_path, tiny_text_mode
     in_memory, _ = load_tabular(files, tiny_schema())
     assert saved.max_vocab_size == 8 and saved.vocabularies == fitted(in_memory["train"], max_vocab_size=8).vocabularies
     assert FlipForCTR.from_pretrained(tmp_path / "run" / "flip_id").config.ctr_mode == "id"
+    card = (tmp_path / "run" / "flip_id" / "README.md").read_text()
+    assert "Split: split in advance into the training, validation and test files." in card
 
 
 @pytest.mark.parametrize("change, message", [

@@ -296,6 +296,7 @@ def test_stage_all_trains_the_id_baseline_without_pretraining(stage_all):
     card = (output_dir / "flip" / "README.md").read_text()
     assert "ID-only (no pretraining)" in card
     assert "What it costs:" in card and "of FLIP pretraining" in card
+    assert "Split:" not in card  # a saved dataset is split already: no recipe's split is claimed
 
 
 def test_test_metrics_are_sliced_into_cold_and_warm_users(train, tiny_text_model_dir, tmp_path):
@@ -411,6 +412,7 @@ def test_unknown_backbone_lists_the_valid_ones(train, base_argv, tmp_path):
     (["--max_eval_samples", "0"], "--max_eval_samples must be at least 1, got 0"),
     (["--max_pretrain_samples", "-5"], "--max_pretrain_samples must be at least 1"),
     (["--stage", "finetune", "--pretrained_model", "/nonexistent/run/pretrain"], r"--pretrained_model: No such folder: '/nonexistent/run/pretrain'"),
+    (["--split", "random"], "--split random applies to the dataset recipes; the saved dataset .* is split already: leave --split out"),
 ])
 def test_bad_arguments_are_refused_before_the_run_starts(train, base_argv, tmp_path, flags, message):
     with pytest.raises(SystemExit, match=message):

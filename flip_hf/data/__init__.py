@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from functools import partial
@@ -38,6 +39,13 @@ def load_dataset_recipe(name: str, **kwargs) -> tuple[datasets.DatasetDict, Tabu
     return RECIPES[name](**kwargs)
 
 
+def recipe_split(name: str) -> str | None:
+    """The split a recipe uses unless told otherwise: "time" where the data has timestamps, "random" where it
+    has none; None for a folder written by `save_dataset`, which is split already."""
+    recipe = RECIPES.get(name)
+    return None if recipe is None else inspect.signature(recipe).parameters["split"].default
+
+
 __all__ = [
     "RECIPES",
     "load_adult",
@@ -47,5 +55,6 @@ __all__ = [
     "load_movielens",
     "load_saved_dataset",
     "load_tabular",
+    "recipe_split",
     "save_dataset",
 ]
