@@ -333,3 +333,20 @@ def test_lightgbm_sees_the_same_rows_with_train_vocabularies(quality):
     assert [c for c in features if c.startswith("genres=")] == ["genres=x", "genres=y"]  # "z" was never in training
     assert features["review:great"].tolist()[0] > 0 and features["review:great"].tolist()[1] == 0
     assert labels == [1, 0]
+
+
+# ---------------------------------------------------------------------------------------- benchmark.py
+@pytest.mark.parametrize("task, script", [("speed", "benchmark_speed.py"), ("quality", "benchmark_quality.py")])
+def test_benchmark_entry_point_runs_the_task_with_its_arguments(task, script, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the entry point hands the task its own argv
+    with pytest.raises(SystemExit) as exited:
+        load_script("benchmark.py").main(["--task", task, "--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script}")
+
+
+def test_benchmark_entry_point_needs_a_task(capsys):
+    with pytest.raises(SystemExit) as exited:
+        load_script("benchmark.py").main(["--preset", "cpu-small"])
+    assert exited.value.code == 2
+    assert "--task is required: speed or quality" in capsys.readouterr().err
