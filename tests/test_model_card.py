@@ -211,3 +211,5 @@ def test_card_states_what_flip_costs_to_train_against_the_id_baseline(make_tiny_
     text = generate_model_card(make_tiny_flip("joint"), tiny_flip_processor, card_data).text
     assert ("What it costs: 11.0 minutes of FLIP pretraining and 30.0 seconds of finetuning for this model, "
             "against 1.6 minutes of training for the ID-only baseline") in text  # the later baseline time replaced the first
+    frozen = generate_model_card(make_tiny_flip("joint", freeze_text_encoder=True), tiny_flip_processor, card_data).text
+    assert "30.0 seconds of finetuning for this model (computing its frozen language model's text vectors included" in frozen

@@ -342,6 +342,11 @@ def test_frozen_plm_finetunes_on_cached_text_vectors(train, stage_all, base_argv
     # FLIP finetunes at the ID model's batch size, not the PLM's
     state = json.loads((tmp_path / "out" / "flip" / "trainer_state.json").read_text())
     assert state["train_batch_size"] == 16  # --id_batch_size of the tiny runs
+    # what the text vectors took counts in the mode's cost on its card
+    assert record["text_vectors_seconds"] >= 0  # recorded (tiny data: may round to 0.0)
+    card_data = FlipModelCardData.load(tmp_path / "out" / "flip")
+    expected = record["train_seconds"] + record["text_vectors_seconds"]
+    assert {"model": "joint", "seconds": pytest.approx(expected)} in card_data.training_times
 
 
 def test_seed_alone_fixes_the_initial_weights(train, base_argv, tmp_path):
