@@ -274,7 +274,6 @@ class FlipRun:
             split_description=self.split_description(),
         )
         model.model_card_data.set_processor(self.processor, self.example_row())  # a real row as the example
-        self.add_run_results(model.model_card_data)  # the modes trained earlier in this run
         pretraining = FlipModelCardData.load(pretrained) if pretrained and "pretrain" not in self.results["stages"] else None
         if pretraining is not None and pretraining.training_seconds:  # a checkpoint pretrained by an earlier run
             model.model_card_data.add_training_time("pretrain", pretraining.training_seconds)
@@ -285,10 +284,11 @@ class FlipRun:
         train = self.encoded("train", with_text, limit, shuffle=True)
         validation = self.encoded("validation", with_text, self.data_args.max_eval_samples)
         test = self.encoded("test", with_text, self.data_args.max_eval_samples)
-        started = time.perf_counter()
+        text_vectors_seconds = None
         if cached_text:
+            started = time.perf_counter()
             train, validation, test = (self.with_text_vectors(model, dataset) for dataset in (train, validation, test))
-        text_vectors_seconds = round(time.perf_counter() - started, 1)
+            text_vectors_seconds = round(time.perf_counter() - started, 1)
         if not with_text or cached_text:  # fixed-width rows: whole batches by index slicing, no per-row collation
             train, validation, test = (FlipTensorDataset.from_dataset(dataset) if isinstance(dataset, datasets.Dataset)
                                        else dataset for dataset in (train, validation, test))  # a stream batches itself
@@ -321,7 +321,7 @@ class FlipRun:
             record = self.fit_fusion(trainer, validation)
         else:
             record = self.train_and_time(trainer, stage_dir, len(train))
-        if cached_text:
+        if text_vectors_seconds is not None:
             record["text_vectors_seconds"] = text_vectors_seconds
         trainer.remove_callback(EarlyStoppingCallback)  # it only understands validation metrics
         started = time.perf_counter()
@@ -331,7 +331,7 @@ class FlipRun:
         record["eval_samples_per_second"] = round(len(test) / max(record["test"].get("runtime", 0.0), 1e-9), 1)
         record["eval_seconds"] = round(time.perf_counter() - started, 1)
         self.results["stages"][stage] = record
-        self.add_run_results(model.model_card_data)  # this mode's own results and cost, as the others'
+        self.add_run_results(model.model_card_data)  # the modes of this run so far, this one included
         self.save(trainer, stage_dir)
         return record
 
