@@ -28,6 +28,7 @@ from .model_card import FlipModelCardCallback, FlipModelCardData
 from .pipeline import CTRPredictionPipeline, register_pipeline
 from .processing_flip import FlipProcessor
 from .schema import FieldSpec, TabularSchema
+from .side_stopping import TextSideEarlyStoppingCallback
 from .streaming import FlipStreamingDataset
 from .tensor_dataset import FlipTensorDataset
 from .text_cache import cache_text_embeddings
@@ -64,6 +65,7 @@ __all__ = [
     "FlipStreamingDataset",
     "FlipTensorDataset",
     "TabularSchema",
+    "TextSideEarlyStoppingCallback",
     "cache_text_embeddings",
     "push_to_hub",
     "save_pretrained",

@@ -635,6 +635,7 @@ class FlipForCTR(FlipPreTrainedModel):
             self.text_norm = _BatchStandardize(config.text_config.hidden_size)
         if config.uses_text and config.freeze_text_encoder:
             self.flip.text_encoder.requires_grad_(False)
+        self._text_side_frozen = False
         # the encoder this mode leaves out is dropped on purpose when loading a pretraining checkpoint
         unused = {"id": r"^flip\.text_encoder\.", "text": r"^flip\.id_encoder\."}.get(config.ctr_mode)
         if unused:
@@ -704,10 +705,34 @@ class FlipForCTR(FlipPreTrainedModel):
         self.fusion_bias.fill_(float(weights[1]))
         return {"fusion_alpha": float(weights[0]), "fusion_bias": float(weights[1])}
 
+    def text_side(self) -> list[nn.Module]:
+        """The modules behind `z_text` that finetuning trains: the PLM (unless frozen), the text standardisation
+        and the text head."""
+        if not self.config.uses_text:
+            return []
+        plm = None if self.config.freeze_text_encoder else self.flip.text_encoder
+        return [module for module in (plm, self.text_norm, self.text_head) if module is not None]
+
+    def freeze_text_side(self) -> None:
+        """Stop training the text side (joint mode: the ID side and the fusion train on).
+
+        The text head of a joint model reads validation at its best within a few epochs, while the ID side
+        improves for many more; early stopping on the fused AUC would end both at the text side's peak.
+        Frozen, the text side also leaves training mode for good (no dropout, no batch statistics), so its
+        logits are the ones it had on validation.
+        """
+        for module in self.text_side():
+            module.requires_grad_(False)
+        self._text_side_frozen = True
+        self.train(self.training)
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.config.uses_text and self.config.freeze_text_encoder:
             self.flip.text_encoder.eval()  # a frozen PLM gives the same vectors as its cache: no dropout
+        if self._text_side_frozen:
+            for module in self.text_side():
+                module.eval()
         return self
 
     def embed_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:

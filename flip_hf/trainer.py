@@ -3,8 +3,8 @@
 What it adds to `transformers.Trainer`:
 * `remove_unused_columns=False`, because the collators read columns the model does not take;
 * the three pretraining losses logged next to the total;
-* CTR metrics (AUC, LogLoss, gAUC by user) by default, on the click logit only, computed on the
-  predictions gathered from every process;
+* CTR metrics (AUC, LogLoss, gAUC by user) by default, on the click logit, computed on the predictions
+  gathered from every process; a joint model's evaluation also gives each side's AUC (id_auc, text_auc);
 * a separate learning rate for the PLM (`plm_learning_rate`), as the paper finetunes it at 5e-5;
 * FLIP's model card written with every save and push, from the main process only;
 * a `FlipStreamingDataset` (a split too large for memory) read a whole encoded batch at a time.
@@ -25,18 +25,26 @@ from .collator import DataCollatorForFlipPretraining
 from .metrics import compute_ctr_metrics
 from .hub import card_data_of
 from .model_card import FlipModelCardCallback, save_model_card
-from .modeling_flip import FlipForCTR, FlipForPretraining
+from .modeling_flip import FlipForCTR, FlipForCTROutput, FlipForPretraining
 from .streaming import FlipStreamingDataset, StreamedBatches
 
 logger = logging.getLogger(__name__)
 
 LOSS_PARTS = ("mlm_loss", "mtm_loss", "icl_loss")
 PLM_PREFIX = "flip.text_encoder."
+# what Trainer's prediction step keeps of a joint model's output: its fields but the loss, in order
+JOINT_OUTPUTS = tuple(field.name for field in dataclasses.fields(FlipForCTROutput) if field.name != "loss")
+SIDE_LOGITS = {"id": "id_logits", "text": "text_logits"}  # joint mode's eval metrics: id_auc, text_auc
 
 
-def keep_click_logit(logits, labels):
-    """`preprocess_logits_for_metrics`: drop the auxiliary outputs, keep the (B,) click logit."""
-    return logits[0] if isinstance(logits, (tuple, list)) else logits
+def keep_ctr_logits(logits, labels):
+    """`preprocess_logits_for_metrics`: the (B,) click logit; for joint mode (B, 3), the click logit and then
+    the ID side's and the text side's, so that validation scores each side too."""
+    if not isinstance(logits, (tuple, list)):
+        return logits
+    if len(logits) == len(JOINT_OUTPUTS):  # Trainer drops the loss and the None fields of FlipForCTROutput
+        return torch.stack([logits[JOINT_OUTPUTS.index(name)] for name in ("logits", *SIDE_LOGITS.values())], dim=-1)
+    return logits[0]
 
 
 def _check_masking(model, collator) -> None:
@@ -74,7 +82,7 @@ class FlipTrainer(Trainer):
         is_ctr = isinstance(model, FlipForCTR)
         if is_ctr:
             kwargs.setdefault("compute_metrics", self._ctr_metrics)
-            kwargs.setdefault("preprocess_logits_for_metrics", keep_click_logit)
+            kwargs.setdefault("preprocess_logits_for_metrics", keep_ctr_logits)
         super().__init__(model, args, *trainer_args, **kwargs)
         self.plm_learning_rate = plm_learning_rate
         self.group_column = group_column
@@ -176,11 +184,23 @@ class FlipTrainer(Trainer):
         finally:
             self._eval_groups = None
 
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """Trainer's, with the click logit as `predictions` in every mode (the metrics still score each side)."""
+        output = super().predict(test_dataset, ignore_keys, metric_key_prefix)
+        predictions = output.predictions
+        if isinstance(predictions, np.ndarray) and predictions.ndim == 2 and isinstance(self.model, FlipForCTR):
+            output = output._replace(predictions=predictions[:, 0])
+        return output
+
     def _ctr_metrics(self, eval_prediction) -> dict[str, float]:
-        logits = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(-1)
         labels = np.asarray(eval_prediction.label_ids).reshape(-1).astype(np.int64)
+        logits = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(len(labels), -1)
         groups = self._eval_groups
         if groups is not None and len(groups) != len(logits):
             logger.warning("gAUC skipped: %d groups for %d predictions.", len(groups), len(logits))
             groups = None
-        return compute_ctr_metrics(logits, labels, groups=groups, from_logits=True)
+        metrics = compute_ctr_metrics(logits[:, 0], labels, groups=groups, from_logits=True)
+        if logits.shape[1] > 1:  # joint mode: each side's own AUC
+            for column, side in enumerate(SIDE_LOGITS, start=1):
+                metrics[f"{side}_auc"] = compute_ctr_metrics(logits[:, column], labels, from_logits=True)["auc"]
+        return metrics

@@ -31,6 +31,7 @@ from .model_card import FlipModelCardData, refresh_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
 from .processing_flip import FlipProcessor
 from .schema import TabularSchema
+from .side_stopping import TextSideEarlyStoppingCallback
 from .streaming import FlipStreamingDataset
 from .tensor_dataset import FlipTensorDataset
 from .text_cache import cache_text_embeddings
@@ -259,8 +260,6 @@ class FlipRun:
 
     def finetune(self, mode: str, pretrained: Path | None, stage: str | None = None) -> dict:
         """Finetune one mode into `output_dir/stage` (default: the mode's FLIP folder)."""
-
-
         stage = stage or MODE_DIRS[mode]
         stage_dir = self.output_dir / stage
         if stage in self.results["stages"] and (stage_dir / "config.json").exists():
@@ -317,6 +316,8 @@ class FlipRun:
             group_column=self.schema.group_column,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=run.early_stopping_patience)],
         )
+        if mode == "joint" and run.text_side_patience:
+            trainer.add_callback(TextSideEarlyStoppingCallback(run.text_side_patience))
         if self.joins_finetuned_halves(mode):
             record = self.fit_fusion(trainer, validation)
         else:
@@ -343,8 +344,6 @@ class FlipRun:
 
     def cold_and_warm_metrics(self, trainer, dataset) -> dict:
         """Test AUC / LogLoss on rows whose user never appears in training (cold) and on the others (warm)."""
-
-
         column = self.schema.group_column
         if not column or column not in dataset.column_names:
             return {}

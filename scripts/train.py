@@ -113,6 +113,7 @@ class RunArguments:
     id_batch_size: int = 1024
     text_batch_size: int = 64
     early_stopping_patience: int = 2
+    text_side_patience: int | None = field(default=None, metadata={"help": "FLIP (joint): freeze the text side at its best validation AUC after this many validations without a better one, while the ID side trains on (default: never)."})
     evals_per_epoch: int = field(default=1, metadata={"help": "Validation runs per finetuning epoch."})
 
 

@@ -699,6 +699,24 @@ def test_joint_init_finetuned_joins_this_runs_halves_with_a_fitted_fusion(train,
     assert results["stages"]["flip"]["global_step"] == 0
 
 
+@pytest.mark.parametrize("patience", [None, 1])
+def test_text_side_patience_watches_the_text_side_of_flip(train, base_argv, tmp_path, patience):
+    """FLIP's validations score each side; --text_side_patience adds the callback, whose state checkpoints keep."""
+    flag = [] if patience is None else ["--text_side_patience", str(patience)]
+    train.main(base_argv + ["--stage", "finetune", "--ctr_mode", "joint", "--evals_per_epoch", "4",
+                            "--output_dir", str(tmp_path / "run"), *flag])
+    last = max((tmp_path / "run" / "checkpoints" / "flip").glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    evaluations = [log for log in state["log_history"] if "eval_auc" in log]
+    assert evaluations and all({"eval_id_auc", "eval_text_auc"} <= set(log) for log in evaluations)
+    watched = state["stateful_callbacks"].get("TextSideEarlyStoppingCallback")
+    if patience is None:
+        assert watched is None
+    else:
+        assert watched["args"] == {"patience": patience}
+        assert watched["attributes"]["best_auc"] in [log["eval_text_auc"] for log in evaluations]
+
+
 @pytest.mark.parametrize("extra", [["--stage", "finetune"], ["--all_modes", "joint,id,text"], ["--joint_init", "halves"]])
 def test_joint_init_finetuned_needs_both_halves_first(train, base_argv, tmp_path, extra):
     with pytest.raises(SystemExit, match="joint_init"):

@@ -92,7 +92,7 @@ def test_pretraining_collator_comes_from_the_config(tmp_path, tiny_flip_processo
     assert FlipTrainer(model=model, args=training_args(tmp_path), train_dataset=rows(16, 0), data_collator=collator)
 
 
-def test_ctr_metrics_use_only_the_click_logit(tmp_path, tiny_flip_processor):
+def test_ctr_metrics_score_the_click_logit(tmp_path, tiny_flip_processor):
     model = ctr_model(tiny_flip_processor, "joint")
     validation = rows(48, 1)
     trainer = FlipTrainer(
@@ -101,11 +101,11 @@ def test_ctr_metrics_use_only_the_click_logit(tmp_path, tiny_flip_processor):
     )
     trainer.train()
     metrics = trainer.evaluate()
-    assert {"eval_auc", "eval_logloss", "eval_gauc", "eval_loss"} <= set(metrics)
+    assert {"eval_auc", "eval_logloss", "eval_gauc", "eval_loss", "eval_id_auc", "eval_text_auc"} <= set(metrics)
 
     prediction = trainer.predict(validation)
     logits = np.asarray(prediction.predictions)
-    assert logits.shape == (48,)  # the click logit only; id/text logits of joint mode are dropped
+    assert logits.shape == (48,)  # predictions are the click logit; each side only has its AUC in the metrics
     probabilities = 1 / (1 + np.exp(-logits.astype(np.float64)))
     expected = compute_ctr_metrics(probabilities, validation["label"], groups=validation["user_id"])
     for name in ("auc", "logloss", "gauc"):
@@ -119,6 +119,11 @@ def test_ctr_metrics_use_only_the_click_logit(tmp_path, tiny_flip_processor):
         output = model(**batch)
     np.testing.assert_allclose(logits, output.logits.numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(output.logits.numpy(), output.id_logits.numpy())
+    for side in ("id", "text"):  # a joint model's sides, each scored on its own logit
+        side_logits = getattr(output, f"{side}_logits").numpy().astype(np.float64)
+        expected_auc = compute_ctr_metrics(side_logits, validation["label"], from_logits=True)["auc"]
+        assert metrics[f"eval_{side}_auc"] == pytest.approx(expected_auc, rel=1e-5), side
+    assert metrics["eval_id_auc"] != metrics["eval_text_auc"]  # so the checks above tell the two columns apart
 
     # without group_column there is no gAUC
     no_groups = FlipTrainer(
@@ -179,7 +184,7 @@ def test_create_model_card_and_save_model_write_flips_card(tmp_path, tiny_flip_p
     assert {"movielens", "generated_from_trainer"} <= set(card.data.tags)
     assert [(r.dataset_split, r.metric_type) for r in card.data.eval_results if r.metric_type == "roc_auc"] == [("validation", "roc_auc")]
     assert next(r.metric_value for r in card.data.eval_results if r.metric_type == "roc_auc") == pytest.approx(auc)
-    assert f"pipeline(\"ctr-prediction\", model=\"org/flip-tiny\")" in card.text
+    assert "pipeline(\"ctr-prediction\", model=\"org/flip-tiny\")" in card.text
 
     trainer.save_model(str(tmp_path / "saved"))  # weights, processor and the card, as scripts/train.py saves
     saved = ModelCard.load(tmp_path / "saved" / "README.md")
