@@ -27,6 +27,8 @@ from typing import Any
 from huggingface_hub import CardData, EvalResult, ModelCard, ModelCardData
 from transformers import TrainerCallback
 
+from .metrics import parse_metric_key
+
 logger = logging.getLogger(__name__)
 
 CARD_DATA_NAME = "flip_card_data.json"
@@ -145,8 +147,8 @@ def _split_and_metrics(metrics: dict[str, float]) -> tuple[str | None, dict[str,
     """("validation", {"auc": ...}) from Trainer metrics such as {"eval_auc": ..., "eval_loss": ...}."""
     prefix, found = None, {}
     for key, value in metrics.items():
-        head, _, name = key.rpartition("_")
-        if name in METRICS and head:
+        head, name = parse_metric_key(key, METRICS) or ("", None)
+        if head:
             prefix, found[name] = head, float(value)
     return (SPLIT_OF_PREFIX.get(prefix, prefix) if prefix else None), found
 
@@ -227,9 +229,9 @@ class FlipModelCardData(CardData):
         """Record AUC / LogLoss / gAUC of one mode on one split; keys may carry a prefix ("test_auc")."""
         values = {}
         for key, value in metrics.items():
-            name = key.rpartition("_")[2]
-            if name in METRICS:
-                values[name] = float(value)
+            parsed = parse_metric_key(key, METRICS)
+            if parsed:
+                values[parsed[1]] = float(value)
         if not values:
             return
         for entry in self.results:

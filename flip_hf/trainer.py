@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
 from .collator import DataCollatorForFlipPretraining
-from .metrics import compute_ctr_metrics
+from .metrics import SIDES, compute_ctr_metrics
 from .hub import card_data_of
 from .model_card import FlipModelCardCallback, save_model_card
 from .modeling_flip import FlipForCTR, FlipForCTROutput, FlipForPretraining
@@ -34,7 +34,7 @@ LOSS_PARTS = ("mlm_loss", "mtm_loss", "icl_loss")
 PLM_PREFIX = "flip.text_encoder."
 # what Trainer's prediction step keeps of a joint model's output: its fields but the loss, in order
 JOINT_OUTPUTS = tuple(field.name for field in dataclasses.fields(FlipForCTROutput) if field.name != "loss")
-SIDE_LOGITS = {"id": "id_logits", "text": "text_logits"}  # joint mode's eval metrics: id_auc, text_auc
+SIDE_LOGITS = {side: f"{side}_logits" for side in SIDES}  # joint mode's eval metrics: id_auc, text_auc
 
 
 def keep_ctr_logits(logits, labels):

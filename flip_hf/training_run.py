@@ -280,17 +280,9 @@ class FlipRun:
         # a frozen PLM's vectors are computed once per row: the mode then costs about what the ID model does
         cached_text = with_text and model.config.freeze_text_encoder
         limit = self.data_args.max_finetune_samples if with_text or self.data_args.subset_id_finetuning else None
-        train = self.encoded("train", with_text, limit, shuffle=True)
-        validation = self.encoded("validation", with_text, self.data_args.max_eval_samples)
-        test = self.encoded("test", with_text, self.data_args.max_eval_samples)
-        text_vectors_seconds = None
-        if cached_text:
-            started = time.perf_counter()
-            train, validation, test = (self.with_text_vectors(model, dataset) for dataset in (train, validation, test))
-            text_vectors_seconds = round(time.perf_counter() - started, 1)
-        if not with_text or cached_text:  # fixed-width rows: whole batches by index slicing, no per-row collation
-            train, validation, test = (FlipTensorDataset.from_dataset(dataset) if isinstance(dataset, datasets.Dataset)
-                                       else dataset for dataset in (train, validation, test))  # a stream batches itself
+        (train, validation, test), text_vectors_seconds = self.model_inputs(model, [
+            self.encoded("train", with_text, limit, shuffle=True), *(self.held_out_encoded(split, with_text) for split in ("validation", "test"))
+        ])
         batch_size = run.text_batch_size if with_text and not cached_text else run.id_batch_size
         steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
         eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
@@ -358,6 +350,25 @@ class FlipRun:
                 slices[name] = compute_ctr_metrics(logits[rows], labels[rows].astype(np.int64), from_logits=True)
         return slices
 
+    def held_out_encoded(self, split: str, with_text: bool):
+        """Validation or test, encoded: its first --max_eval_samples rows, or all."""
+        return self.encoded(split, with_text, self.data_args.max_eval_samples)
+
+    def model_inputs(self, model, splits: list) -> tuple[list, float | None]:
+        """Encoded splits as `model` reads them, and the seconds spent computing text vectors (None: none were).
+
+        A frozen PLM's vectors are computed once per row and cached, so the mode then costs about what the ID model
+        does; rows of fixed width (no text, or cached vectors) become whole tensors, batched by index slicing.
+        """
+        seconds = None
+        if model.config.uses_text and model.config.freeze_text_encoder:
+            started = time.perf_counter()
+            splits = [self.with_text_vectors(model, dataset) for dataset in splits]
+            seconds = round(time.perf_counter() - started, 1)
+        if not model.config.uses_text or seconds is not None:  # a stream batches itself
+            splits = [FlipTensorDataset.from_dataset(d) if isinstance(d, datasets.Dataset) else d for d in splits]
+        return splits, seconds
+
     def with_text_vectors(self, model, dataset):
         """The split plus its rows' frozen-PLM vectors, computed once (by the main process) and cached."""
         with self.state.main_process_first():
@@ -366,16 +377,21 @@ class FlipRun:
     def joins_finetuned_halves(self, mode: str) -> bool:
         return mode == "joint" and self.run_args.joint_init == "finetuned"
 
-    def fit_fusion(self, trainer, validation) -> dict:
-        """FLIP from this run's FLIP_ID and FLIP_PLM: no training, alpha and b fitted on the validation logits."""
-        started = time.perf_counter()
+    @staticmethod
+    def side_logits(trainer, dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A joint model's ID-side and text-side logits of every row of `dataset`, and the rows' labels."""
         model, sides = trainer.model.eval(), {"id_logits": [], "text_logits": [], "labels": []}
         with torch.inference_mode():
-            for batch in trainer.get_eval_dataloader(validation):
+            for batch in trainer.get_eval_dataloader(dataset):
                 output = model(**{k: v for k, v in batch.items() if k != "labels"})
                 for name, value in (("id_logits", output.id_logits), ("text_logits", output.text_logits), ("labels", batch["labels"])):
                     sides[name].append(trainer.accelerator.gather_for_metrics(value))
-        fitted = model.fit_fusion(*(torch.cat(sides[name]) for name in ("id_logits", "text_logits", "labels")))
+        return tuple(torch.cat(sides[name]) for name in ("id_logits", "text_logits", "labels"))
+
+    def fit_fusion(self, trainer, validation) -> dict:
+        """FLIP from this run's FLIP_ID and FLIP_PLM: no training, alpha and b fitted on the validation logits."""
+        started = time.perf_counter()
+        fitted = trainer.model.fit_fusion(*self.side_logits(trainer, validation))
         logger.info("FLIP from FLIP_ID and FLIP_PLM: fusion fitted on validation, alpha %.3f, b %.3f.",
                     fitted["fusion_alpha"], fitted["fusion_bias"])
         seconds = round(time.perf_counter() - started, 1)

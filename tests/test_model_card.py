@@ -189,6 +189,20 @@ def test_callback_fills_the_card_during_training(trained_flip_dir, tiny_flip_pro
     }
 
 
+def test_a_joint_models_side_metrics_are_not_its_own(make_tiny_flip):
+    """FlipTrainer reports eval_id_auc and eval_text_auc for a joint model; the card keeps the fused model's AUC."""
+    from flip_hf.model_card import FlipModelCardCallback
+
+    model = make_tiny_flip("joint")
+    card_data = FlipModelCardData()
+    card_data.add_results("joint", "test", {"auc": 0.71, "id_auc": 0.72, "text_auc": 0.65, "logloss": 0.6})
+    assert card_data.results == [{"ctr_mode": "joint", "split": "test", "metrics": {"auc": 0.71, "logloss": 0.6}}]
+    model.model_card_data = FlipModelCardData()
+    FlipModelCardCallback().on_evaluate(None, None, None, model=model, metrics={
+        "eval_id_auc": 0.69, "eval_auc": 0.70, "eval_text_auc": 0.64, "eval_loss": 1.9})
+    assert model.model_card_data.results == [{"ctr_mode": "joint", "split": "validation", "metrics": {"auc": 0.70}}]
+
+
 def test_card_states_the_gain_over_the_id_baseline_and_the_frozen_serving_cost(make_tiny_flip, tiny_flip_processor):
     card_data = card_data_with_results()
     plain = generate_model_card(make_tiny_flip("joint"), tiny_flip_processor, card_data).text

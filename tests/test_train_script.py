@@ -684,6 +684,24 @@ def test_inspect_alignment_rebuilds_the_initial_weights_and_reports_the_moves(st
     assert table["pretraining_move"] > 0 and table["flip_id_move"] > 0 and "flip_keeps_direction" in table
 
 
+def test_inspect_fusion_sweeps_the_weight_of_each_side_on_validation_and_test(stage_all, tmp_path):
+    output_dir, results = stage_all
+    report = load_script("inspect_fusion.py").main([str(output_dir), "--json", str(tmp_path / "fusion.json")])
+    assert json.loads((tmp_path / "fusion.json").read_text()) == report
+    alphas = report["alphas"]
+    assert alphas[0] == pytest.approx(report["model_alpha"]) and alphas[1:3] == [1.0, 0.95] and alphas[-1] == 0.0
+    for split in ("validation", "test"):  # the model's own weight, the ID side alone and the text side alone
+        recorded, swept = results["stages"]["flip"][split], dict(zip(alphas[1:], report["auc"][split][1:]))
+        assert report["auc"][split][0] == pytest.approx(recorded["auc"], abs=1e-6), split
+        assert swept[1.0] == pytest.approx(recorded["id_auc"], abs=1e-6), split
+        assert swept[0.0] == pytest.approx(recorded["text_auc"], abs=1e-6), split
+
+
+def test_inspect_fusion_needs_a_joint_model(stage_all):
+    with pytest.raises(SystemExit, match="ctr_mode='id' model; the sweep needs FLIP"):
+        load_script("inspect_fusion.py").main([str(stage_all[0]), "--model", "flip_id"])
+
+
 # ------------------------------------------------------------------- FLIP from its finetuned halves
 def test_joint_init_finetuned_joins_this_runs_halves_with_a_fitted_fusion(train, base_argv, tmp_path):
     """FLIP's two sides are exactly the run's FLIP_ID and FLIP_PLM, and only alpha and b come from validation."""

@@ -9,6 +9,17 @@ import importlib.util
 import os
 
 METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ctr_metrics.py")
+# A joint model's evaluation also scores each side on its own logit: "eval_id_auc", "eval_text_auc".
+SIDES = ("id", "text")
+
+
+def parse_metric_key(key: str, names) -> tuple[str, str] | None:
+    """("eval", "auc") for "eval_auc" and ("", "auc") for "auc", where the name is one of `names`; None for any
+    other key, a side's metric ("eval_id_auc") included: it is not the model's own."""
+    head, _, name = key.rpartition("_")
+    if name not in names or head.rpartition("_")[2] in SIDES:
+        return None
+    return head, name
 
 
 @functools.cache
