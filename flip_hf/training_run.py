@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
@@ -26,7 +25,7 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from .collator import DataCollatorForFlipCTR, DataCollatorForFlipPretraining
 from .configuration_flip import FlipConfig
 from .data import load_dataset_recipe, load_tabular
-from .metrics import compute_ctr_metrics
+from .metrics import cold_and_warm_metrics
 from .model_card import FlipModelCardData, refresh_model_card
 from .modeling_flip import FlipForCTR, FlipForPretraining
 from .processing_flip import FlipProcessor
@@ -341,14 +340,8 @@ class FlipRun:
             return {}
         train = self.raw["train"].select_columns([column])
         seen = {value for batch in train.iter(batch_size=10_000) for value in batch[column]}  # in batches: it may stream
-        cold = np.array([value not in seen for value in dataset[column]])
         prediction = trainer.predict(dataset, metric_key_prefix="slice")
-        logits, labels = np.asarray(prediction.predictions).reshape(-1), np.asarray(prediction.label_ids).reshape(-1)
-        slices = {"cold_share": round(float(cold.mean()), 4)}
-        for name, rows in (("cold", cold), ("warm", ~cold)):
-            if len(set(labels[rows].tolist())) == 2:  # AUC needs both classes
-                slices[name] = compute_ctr_metrics(logits[rows], labels[rows].astype(np.int64), from_logits=True)
-        return slices
+        return cold_and_warm_metrics(prediction.predictions, prediction.label_ids, dataset[column], seen, from_logits=True)
 
     def held_out_encoded(self, split: str, with_text: bool):
         """Validation or test, encoded: its first --max_eval_samples rows, or all."""

@@ -14,7 +14,8 @@ Every variant and seed is one run of scripts/train.py, launched the way a user l
 runs in this process on the same rows, split and seed. --resume reuses a run that finished with exactly
 the same train.py arguments (kept in benchmark_argv.json beside its results.json).
 
-After every run the summary (mean and std over seeds) and the paper's claims, judged against the seeds'
+After every run the summary (test AUC and LogLoss, mean and std over seeds; the mean validation AUC, and the
+mean test AUC on users unseen in training and on the others) and the paper's claims, judged against the seeds'
 noise, are printed and written to benchmarks/results/quality-<preset>.json and .md, naming the preset,
 the hardware and the command. Nothing here is asserted: the numbers are reported as they come out.
 """
@@ -41,6 +42,8 @@ LIGHTGBM = "LightGBM"
 BASELINE_PREFIXES = ("ID-only", "PLM-only", LIGHTGBM)
 # in each run folder: train.py's output, and the arguments of a finished run (what --resume compares)
 TRAIN_LOG = "train.log"
+# test AUC is also reported on users unseen in training (cold) and seen (warm)
+SLICES = ("cold", "warm")
 ARGV_FILE = "benchmark_argv.json"
 LOG_TAIL_LINES = 30
 # what LightGBM reads of a run, with train.py's defaults for what neither the config file nor a flag sets
@@ -117,9 +120,10 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
                 if "test" not in stage_record:
                     continue
                 label = name if overrides["stage"] == "finetune" else f"{name} / {RESULT_OF_DIR[stage][1]}"
-                results["variants"].setdefault(label, []).append(
-                    {"seed": seed, "validation": stage_record["validation"], "test": stage_record["test"]}
-                )
+                results["variants"].setdefault(label, []).append({
+                    "seed": seed, "validation": stage_record["validation"], "test": stage_record["test"],
+                    **{name: stage_record["test_slices"][name] for name in SLICES if name in stage_record.get("test_slices", {})},
+                })
             results["summary"] = summarize(results["variants"])
             results["claims"] = check_claims(results["variants"], preset)
             report(results)
@@ -229,7 +233,7 @@ def lightgbm_run(settings: dict, seed: int) -> dict:
     import lightgbm
 
     from flip_hf.data import load_dataset_recipe
-    from flip_hf.metrics import compute_ctr_metrics
+    from flip_hf.metrics import cold_and_warm_metrics, compute_ctr_metrics
 
     started = time.perf_counter()
     options = {"split": settings["split"], **({"data_dir": settings["data_dir"]} if settings["data_dir"] else {})}
@@ -245,6 +249,11 @@ def lightgbm_run(settings: dict, seed: int) -> dict:
     for split in ("validation", "test"):
         features, labels = frames[split]
         record[split] = compute_ctr_metrics(model.predict_proba(features)[:, 1], labels)
+    if schema.group_column:  # users unseen in training, as train.py slices them
+        features, labels = frames["test"]
+        groups = raw["test"][schema.group_column][:len(labels)]
+        record["test_slices"] = cold_and_warm_metrics(model.predict_proba(features)[:, 1], labels, groups,
+                                                      set(raw["train"][schema.group_column]))
     return {"stages": {"lightgbm": record}, "total_seconds": round(time.perf_counter() - started, 1), "settings": settings}
 
 
@@ -255,6 +264,9 @@ def summarize(variants: dict) -> dict:
         for metric in ("auc", "logloss"):
             values = [run["test"][metric] for run in runs]
             entry[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        for split in ("validation", *SLICES):  # the mean AUC, where every seed has it
+            if all(split in run for run in runs):
+                entry[f"{split}_auc"] = statistics.mean(run[split]["auc"] for run in runs)
         entry["seeds"] = len(runs)
         summary[label] = entry
     baselines = [label for label in summary if label.startswith(BASELINE_PREFIXES)]
@@ -265,15 +277,16 @@ def summarize(variants: dict) -> dict:
     return summary
 
 
-def compare(variants: dict, label: str, rival: str) -> dict:
-    """`label` against `rival` on test AUC, paired by seed, with the seeds' noise on the gap.
+def compare(variants: dict, label: str, rival: str, split: str = "test") -> dict:
+    """`label` against `rival` on the AUC of `split` ("test", or a slice of it: "cold"), paired by seed, with
+    the seeds' noise on the gap.
 
     Runs of one seed share their data subset and initialization, so the per-seed differences cancel what
     the seed moves in both. The noise is two standard errors of their mean; a claim held or lost by less
     than that is not evidence either way. With fewer than two common seeds there is no noise (None).
     """
-    a = {run["seed"]: run["test"]["auc"] for run in variants[label]}
-    b = {run["seed"]: run["test"]["auc"] for run in variants[rival]}
+    a = {run["seed"]: run[split]["auc"] for run in variants[label] if split in run}
+    b = {run["seed"]: run[split]["auc"] for run in variants[rival] if split in run}
     gaps = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
     gap = statistics.mean(gaps)
     noise = 2 * statistics.stdev(gaps) / math.sqrt(len(gaps)) if len(gaps) > 1 else None
@@ -302,6 +315,14 @@ def check_claims(variants: dict, preset: dict) -> list[dict]:
         claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline",
                        "values": {"FLIP": auc(flip), **{label: auc(label) for label in others}},
                        **compare(variants, flip, strongest)})
+        cold = [label for label in [flip, *others] if all("cold" in run for run in variants[label])]
+        if flip in cold and len(cold) > 1:  # users unseen in training: where the text side should help most
+            def cold_auc(label):
+                return statistics.mean(run["cold"]["auc"] for run in variants[label])
+
+            strongest = max(cold[1:], key=cold_auc)
+            claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline on users unseen in training",
+                           "values": {label: cold_auc(label) for label in cold}, **compare(variants, flip, strongest, "cold")})
     for label in variants:
         if (label.startswith(f"FLIP {main} w") or "token-level" in label) and label.endswith("/ FLIP"):
             claims.append({"claim": f"full FLIP beats {label}", "values": [auc(flip), auc(label)], **compare(variants, flip, label)})
@@ -309,18 +330,20 @@ def check_claims(variants: dict, preset: dict) -> list[dict]:
 
 
 def quality_table(results: dict) -> str:
-    lines = ["| model | test AUC | test LogLoss | AUC vs best baseline |", "|---|---|---|---|"]
+    lines = ["| model | validation AUC | test AUC | test LogLoss | test AUC, cold users | test AUC, warm users | AUC vs best baseline |",
+             "|---|---|---|---|---|---|---|"]
     for label, entry in results["summary"].items():
         improvement = entry.get("auc_improvement_over_best_baseline")
-        lines.append(f"| {label} | {entry['auc']['mean']:.4f} ± {entry['auc']['std']:.4f} | "
-                     f"{entry['logloss']['mean']:.4f} ± {entry['logloss']['std']:.4f} | "
+        means = [f"{entry[key]:.4f}" if key in entry else "-" for key in ("validation_auc", "cold_auc", "warm_auc")]
+        lines.append(f"| {label} | {means[0]} | {entry['auc']['mean']:.4f} ± {entry['auc']['std']:.4f} | "
+                     f"{entry['logloss']['mean']:.4f} ± {entry['logloss']['std']:.4f} | {means[1]} | {means[2]} | "
                      f"{'' if improvement is None else f'{100 * improvement:+.2f}%'} |")
     lines.append("")
     if results["seeds"] == 1:
         lines.append("One seed only: no std, so AUC differences below about 0.005 are within run-to-run noise "
                      "and a claim that holds or fails by less says nothing.\n")
     else:
-        lines.append(f"Mean ± std over {results['seeds']} seeds. Each claim compares mean test AUC; its gap, paired by seed "
+        lines.append(f"Mean ± std over {results['seeds']} seeds (the other columns: means). Each claim compares mean test AUC; its gap, paired by seed "
                      "(a seed fixes the rows and the initialization), counts as evidence only beyond the seeds' noise: "
                      "two standard errors of the per-seed gaps.\n")
     for claim in results["claims"]:

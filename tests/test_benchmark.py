@@ -64,6 +64,31 @@ def test_summary_gives_mean_std_seeds_and_improvement_over_the_best_baseline(qua
     assert summary["ID-only dcnv2"]["auc_improvement_over_best_baseline"] == 0.0
 
 
+def sliced(label_runs: list[dict], validation: float, cold: list[float]) -> list[dict]:
+    """The runs with a validation AUC and a cold-user AUC per seed (warm mirrors cold)."""
+    return [{**run, "validation": {"auc": validation}, "cold": {"auc": c}, "warm": {"auc": 1 - c}}
+            for run, c in zip(label_runs, cold)]
+
+
+def test_summary_and_table_report_validation_and_the_cold_and_warm_users(quality):
+    variants = {"ID-only dcnv2": sliced(runs(0.70, 0.72), 0.69, [0.68, 0.70]), "LightGBM": runs(0.69, 0.69),
+                "FLIP dcnv2 / FLIP": sliced(runs(0.71, 0.73), 0.70, [0.70, 0.71])}
+    summary = quality.summarize(variants)
+    assert summary["FLIP dcnv2 / FLIP"]["validation_auc"] == 0.70
+    assert summary["FLIP dcnv2 / FLIP"]["cold_auc"] == pytest.approx(0.705)
+    assert summary["FLIP dcnv2 / FLIP"]["warm_auc"] == pytest.approx(0.295)
+    assert "cold_auc" not in summary["LightGBM"]  # a run without slices has no column to average
+    claims = quality.check_claims(variants, PRESET)
+    table = quality.quality_table({"seeds": 2, "summary": summary, "claims": claims})
+    assert "| FLIP dcnv2 / FLIP | 0.7000 | 0.7200 ± 0.0141 | 0.2800 ± 0.0141 | 0.7050 | 0.2950 |" in table
+    assert "| LightGBM | - | 0.6900 ± 0.0000 | 0.3100 ± 0.0000 | - | - |" in table
+    (cold,) = [c for c in claims if c["claim"].endswith("on users unseen in training")]
+    # paired by seed on the cold users' AUC, against the strongest rival there (LightGBM has no slices)
+    assert cold["values"] == {"FLIP dcnv2 / FLIP": pytest.approx(0.705), "ID-only dcnv2": pytest.approx(0.69)}
+    assert cold["gap"] == pytest.approx(0.015) and cold["held"] is True
+    assert "HELD: FLIP beats FLIP_ID, FLIP_PLM and every baseline on users unseen in training" in table
+
+
 def test_one_seed_has_no_noise_estimate(quality):
     variants = {"ID-only dcnv2": runs(0.70), "FLIP dcnv2 / FLIP_ID": runs(0.71)}
     (claim,) = quality.check_claims(variants, PRESET)
@@ -212,6 +237,23 @@ def test_lightgbm_reads_what_train_py_would_read(quality):
     given = dict(user, data_dir="/data/ml-100k", dataset="/data/saved", split="random", max_eval_samples="7")
     assert quality.lightgbm_settings(quality.QUALITY_PRESETS["cpu-small"], {**variant, "split": "user_time"}, given) == {
         "dataset": "/data/saved", "data_dir": "/data/ml-100k", "split": "user_time", "max_eval_samples": 7}
+
+
+def test_lightgbm_slices_its_test_rows_into_unseen_and_seen_users(quality, tmp_path):
+    from datasets import Dataset, DatasetDict
+    from tiny import tiny_rows, tiny_schema
+
+    from flip_hf.data import save_dataset
+
+    test = tiny_rows(48, seed=2)
+    test["user_id"] = [f"new{u}" if i < 16 else u for i, u in enumerate(test["user_id"])]  # the first 16 rows: unseen users
+    splits = DatasetDict({"train": Dataset.from_dict(tiny_rows(96, seed=0)), "validation": Dataset.from_dict(tiny_rows(32, seed=1)),
+                          "test": Dataset.from_dict(test)})
+    save_dataset(splits, tiny_schema(), tmp_path / "data")
+    settings = {"dataset": str(tmp_path / "data"), "data_dir": None, "split": None, "max_eval_samples": 40}
+    slices = quality.lightgbm_run(settings, seed=0)["stages"]["lightgbm"]["test_slices"]
+    assert slices["cold_share"] == 0.4  # 16 of the 40 test rows LightGBM scores (all 48: a third)
+    assert {"auc", "logloss"} <= set(slices["cold"]) and {"auc", "logloss"} <= set(slices["warm"])
 
 
 def test_each_tool_takes_only_its_own_options(quality, speed, capsys):

@@ -8,6 +8,8 @@ import functools
 import importlib.util
 import os
 
+import numpy as np
+
 METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ctr_metrics.py")
 # A joint model's evaluation also scores each side on its own logit: "eval_id_auc", "eval_text_auc".
 SIDES = ("id", "text")
@@ -43,3 +45,15 @@ def compute_ctr_metrics(predictions, references, groups=None, from_logits=False)
     The first call imports the metric file (and thereby `evaluate`); later calls are pure numpy.
     """
     return _metric_module().ctr_metrics(predictions, references, groups=groups, from_logits=from_logits)
+
+
+def cold_and_warm_metrics(predictions, references, groups, seen_groups, from_logits=False) -> dict:
+    """AUC / LogLoss on the rows whose group (e.g. user) never appears in training ("cold") and on the others
+    ("warm"), with the cold rows' share; a slice without both classes has no entry."""
+    predictions, references = np.asarray(predictions).reshape(-1), np.asarray(references).reshape(-1).astype(np.int64)
+    cold = np.array([group not in seen_groups for group in groups], dtype=bool)
+    slices = {"cold_share": round(float(cold.mean()), 4) if len(cold) else 0.0}
+    for name, rows in (("cold", cold), ("warm", ~cold)):
+        if len(set(references[rows].tolist())) == 2:
+            slices[name] = compute_ctr_metrics(predictions[rows], references[rows], from_logits=from_logits)
+    return slices
