@@ -716,9 +716,8 @@ class FlipForCTR(FlipPreTrainedModel):
     def freeze_text_side(self) -> None:
         """Stop training the text side (joint mode: the ID side and the fusion train on).
 
-        The text head of a joint model reads validation at its best within a few epochs, while the ID side
-        improves for many more; early stopping on the fused AUC would end both at the text side's peak.
-        Frozen, the text side also leaves training mode for good (no dropout, no batch statistics), so its
+        Where the text side reaches its best validation AUC before the ID side, early stopping on the fused AUC
+        would end both near the text side's peak (see `TextSideEarlyStoppingCallback`). Frozen, the text side also leaves training mode for good (no dropout, no batch statistics), so its
         logits are the ones it had on validation.
         """
         for module in self.text_side():

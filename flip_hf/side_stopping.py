@@ -1,10 +1,12 @@
 """Early stopping for the text side of a joint FLIP model, while its ID side trains on.
 
-A joint model's text head reaches its best validation AUC within a few epochs; its ID side keeps improving for
-many more. Early stopping (and the plateau scheduler) on the fused AUC would end both at the text side's peak.
+A joint model's two sides need not peak together. Where the text side reaches its best validation AUC before the
+ID side, early stopping (and the plateau scheduler) on the fused AUC would end both near the text side's peak.
 This callback watches the text side's own validation AUC (`eval_text_auc`, which `FlipTrainer` reports for joint
 models) and, once it has not improved for `patience` evaluations, puts back the text side's best weights and
 freezes them (`FlipForCTR.freeze_text_side`). The fused model's own early stopping then decides when the rest ends.
+On MovieLens-100K both sides peak together and it changes nothing beyond noise (benchmarks/FINDINGS.md), so
+scripts/train.py leaves it off unless `--text_side_patience` is given.
 """
 
 from __future__ import annotations

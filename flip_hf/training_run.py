@@ -279,9 +279,9 @@ class FlipRun:
         # a frozen PLM's vectors are computed once per row: the mode then costs about what the ID model does
         cached_text = with_text and model.config.freeze_text_encoder
         limit = self.data_args.max_finetune_samples if with_text or self.data_args.subset_id_finetuning else None
-        (train, validation, test), text_vectors_seconds = self.model_inputs(model, [
-            self.encoded("train", with_text, limit, shuffle=True), *(self.held_out_encoded(split, with_text) for split in ("validation", "test"))
-        ])
+        splits = [self.encoded("train", with_text, limit, shuffle=True),
+                  self.held_out_encoded("validation", with_text), self.held_out_encoded("test", with_text)]
+        (train, validation, test), text_vectors_seconds = self.model_inputs(model, splits)
         batch_size = run.text_batch_size if with_text and not cached_text else run.id_batch_size
         steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
         eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
