@@ -412,19 +412,21 @@ class FlipRun:
                 f"ctr_mode={mode!r} needs; it would start from random weights. Pass a FLIP pretraining checkpoint "
                 "(its pretrain/ folder), or leave out --pretrained_model to train from the plain PLM."
             )
-        expected = [(f["name"], f["vocab_size"], f["num_slots"]) for f in self.processor.field_infos()]
-        found = [(f["name"], f["vocab_size"], f.get("num_slots", 1)) for f in config.fields]
-        if expected != found:
-            raise SystemExit(
-                f"The checkpoint {pretrained} was pretrained on other fields or vocabularies than this data.\n"
-                f"  checkpoint: {found}\n  data:       {expected}\n"
-                "Finetune on the data it was pretrained on (same dataset, split and min_frequency), or pretrain anew."
-            )
+        self.check_fields(config, f"The checkpoint {pretrained} was pretrained",
+                          "Finetune on the data it was pretrained on (same dataset, split and min_frequency), or pretrain anew.")
         model_args = self.model_args
         return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=model_args.fusion_init,
                                           freeze_text_encoder=model_args.freeze_text_encoder,
                                           text_head_hidden_size=model_args.text_head_hidden_size,
                                           text_head_batch_norm=model_args.text_head_batch_norm)
+
+    def check_fields(self, config: FlipConfig, trained: str, fix: str) -> None:
+        """Refuse a model whose fields or vocabularies are not the ones this run's processor gives the data."""
+        expected = [(f["name"], f["vocab_size"], f["num_slots"]) for f in self.processor.field_infos()]
+        found = [(f["name"], f["vocab_size"], f.get("num_slots", 1)) for f in config.fields]
+        if expected != found:
+            raise SystemExit(f"{trained} on other fields or vocabularies than this data.\n"
+                             f"  checkpoint: {found}\n  data:       {expected}\n{fix}")
 
     def flip_config(self) -> dict:
         options = {k: v for k, v in asdict(self.model_args).items() if k not in NOT_CONFIG_ARGUMENTS}

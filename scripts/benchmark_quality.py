@@ -295,8 +295,8 @@ def compare(variants: dict, label: str, rival: str, split: str = "test") -> dict
 
 def check_claims(variants: dict, preset: dict) -> list[dict]:
     """The paper's claims that `variants` can test, each held or not on mean test AUC."""
-    def auc(label):
-        return statistics.mean(run["test"]["auc"] for run in variants[label])
+    def auc(label, split="test"):
+        return statistics.mean(run[split]["auc"] for run in variants[label])
 
     claims = []
     main = preset["backbones"][0]
@@ -317,12 +317,9 @@ def check_claims(variants: dict, preset: dict) -> list[dict]:
                        **compare(variants, flip, strongest)})
         cold = [label for label in [flip, *others] if all("cold" in run for run in variants[label])]
         if flip in cold and len(cold) > 1:  # users unseen in training: where the text side should help most
-            def cold_auc(label):
-                return statistics.mean(run["cold"]["auc"] for run in variants[label])
-
-            strongest = max(cold[1:], key=cold_auc)
+            strongest = max(cold[1:], key=lambda label: auc(label, "cold"))
             claims.append({"claim": "FLIP beats FLIP_ID, FLIP_PLM and every baseline on users unseen in training",
-                           "values": {label: cold_auc(label) for label in cold}, **compare(variants, flip, strongest, "cold")})
+                           "values": {label: auc(label, "cold") for label in cold}, **compare(variants, flip, strongest, "cold")})
     for label in variants:
         if (label.startswith(f"FLIP {main} w") or "token-level" in label) and label.endswith("/ FLIP"):
             claims.append({"claim": f"full FLIP beats {label}", "values": [auc(flip), auc(label)], **compare(variants, flip, label)})

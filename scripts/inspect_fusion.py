@@ -55,10 +55,7 @@ def fusion_sweep(run_dir: Path, model_name: str = "flip") -> dict:
         raise SystemExit(f"{model_dir} is a ctr_mode={model.config.ctr_mode!r} model; the sweep needs FLIP (joint), "
                          "whose two sides it weighs.")
     run = rebuild_run(run_dir)
-    found = [(f["name"], f["vocab_size"]) for f in run.processor.field_infos()]
-    if found != [(f["name"], f["vocab_size"]) for f in model.config.fields]:  # the refit must be the one it trained with
-        raise SystemExit(f"The processor fitted on {run_dir}'s data gives other vocabularies than {model_dir} was trained "
-                         f"with ({found}); was the data changed since the run?")
+    run.check_fields(model.config, f"{model_dir} was trained", "Was the run's data changed since it trained?")
     splits, _ = run.model_inputs(model, [run.held_out_encoded(split, with_text=True) for split in SPLITS])
     trainer = FlipTrainer(model=model, args=run.training_args, data_collator=DataCollatorForFlipCTR(run.processor),
                           processing_class=run.processor)
