@@ -365,7 +365,8 @@ class FlipRun:
     def with_text_vectors(self, model, dataset):
         """The split plus its rows' frozen-PLM vectors, computed once (by the main process) and cached."""
         with self.state.main_process_first():
-            return cache_text_embeddings(dataset, model, batch_size=self.training_args.per_device_eval_batch_size)
+            return cache_text_embeddings(dataset, model, batch_size=self.training_args.per_device_eval_batch_size,
+                                         bf16=self.run_args.text_vectors_bf16 or self.training_args.bf16)
 
     def joins_finetuned_halves(self, mode: str) -> bool:
         return mode == "joint" and self.run_args.joint_init == "finetuned"

@@ -152,6 +152,16 @@ def test_cached_vectors_match_the_model_and_are_reused(tmp_path, make_tiny_flip,
     assert again["text_embeds"] == cached["text_embeds"]
 
 
+def test_bf16_vectors_are_close_to_float32_and_cached_apart(tmp_path, make_tiny_flip, tiny_flip_processor):
+    model = make_tiny_flip("text", freeze_text_encoder=True, text_pooling="mean")
+    dataset = encoded_rows(tiny_flip_processor)
+    full = torch.tensor(cache_text_embeddings(dataset, model, batch_size=5, cache_dir=tmp_path)["text_embeds"])
+    half = torch.tensor(cache_text_embeddings(dataset, model, batch_size=5, cache_dir=tmp_path, bf16=True)["text_embeds"])
+    assert not torch.equal(half, full)  # computed anew in bfloat16, not read back from the float32 cache
+    assert torch.nn.functional.cosine_similarity(half, full).min() > 0.999
+    assert len(list(tmp_path.glob("*.arrow"))) == 2
+
+
 def test_changed_plm_weights_or_pooling_change_the_cache_key(make_tiny_flip):
     model = make_tiny_flip("text", freeze_text_encoder=True)
     before = text_encoder_digest(model)

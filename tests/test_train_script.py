@@ -391,7 +391,7 @@ def test_group_by_length_batches_prompts_of_similar_length(train, base_argv, tmp
 
 # ------------------------------------------------------------------------------- bad configs
 def test_unknown_preset_lists_the_valid_ones(train):
-    with pytest.raises(SystemExit, match=r"Unknown preset 'nope'.*cpu-small, full, quickstart"):
+    with pytest.raises(SystemExit, match=r"Unknown preset 'nope'.*cpu-long, cpu-small, full, quickstart"):
         train.parse_arguments(["--preset", "nope"])
 
 
@@ -494,7 +494,7 @@ def test_help_imports_no_torch_and_lists_preset():
     assert done.stderr.strip().splitlines()[-1] == "False", done.stderr
 
 
-@pytest.mark.parametrize("preset", ["quickstart", "cpu-small", "full"])
+@pytest.mark.parametrize("preset", ["quickstart", "cpu-small", "cpu-long", "full"])
 def test_presets_set_their_yaml_values(train, preset):
     values = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())
     *flip_args, flags = train.parse_arguments(["--preset", preset])
