@@ -31,11 +31,11 @@ setup(
     ],
     extras_require={
         # the tests check the metrics against scikit-learn, run the LightGBM baseline on tiny data and the ONNX export
-        "dev": ["pytest>=7", "pytest-timeout", "scikit-learn>=1.3", "lightgbm>=4", *ONNX_REQUIREMENTS],
+        "dev": ["pytest>=7", "pytest-timeout", "scikit-learn>=1.3", "lightgbm>=4.7", *ONNX_REQUIREMENTS],
         # flip_hf.onnx_export: FLIP_ID to ONNX (torch's dynamo exporter needs onnxscript) and onnxruntime to run it
         "onnx": ONNX_REQUIREMENTS,
         # scripts/benchmark_quality.py's LightGBM baseline
-        "bench": ["lightgbm>=4", "scikit-learn>=1.3"],
+        "bench": ["lightgbm>=4.7", "scikit-learn>=1.3"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -248,7 +248,7 @@ def lightgbm_run(settings: dict, seed: int) -> dict:
     model = lightgbm.LGBMClassifier(n_estimators=2000, learning_rate=0.03, num_leaves=63, min_child_samples=20,
                                     subsample=0.8, subsample_freq=1, colsample_bytree=0.8, cat_smooth=10,
                                     random_state=seed, n_jobs=2, verbose=-1)
-    model.fit(*frames["train"], eval_set=[frames["validation"]], eval_metric="auc",
+    model.fit(*frames["train"], eval_X=frames["validation"][0], eval_y=frames["validation"][1], eval_metric="auc",
               callbacks=[lightgbm.early_stopping(50, verbose=False)])
     record = {"train_seconds": round(time.perf_counter() - fitted, 1), "trees": int(model.best_iteration_)}
     for split in ("validation", "test"):
