@@ -13,7 +13,8 @@ Every variant and seed is one run of scripts/train.py, launched the way a user l
 (`python scripts/train.py --preset <config> --output_dir <run folder> --seed <seed> ...`) into
 <output_dir>/<preset>/<variant>/seed<N>/, its output in train.log there. LightGBM (the `bench` extra)
 runs in this process on the same rows, split and seed. --resume reuses a run that finished with exactly
-the same train.py arguments (kept in benchmark_argv.json beside its results.json).
+the same train.py arguments and the same text of the preset's config file (both kept in benchmark_argv.json
+beside its results.json): editing scripts/configs/<preset>.yaml trains every run again.
 
 After every run the summary (test AUC and LogLoss, mean and std over seeds; the mean validation AUC, and the
 mean test AUC on users unseen in training and on the others) and the paper's claims, judged against the seeds'
@@ -41,7 +42,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 LIGHTGBM = "LightGBM"
 # the variants that FLIP has to beat
 BASELINE_PREFIXES = ("ID-only", "PLM-only", LIGHTGBM)
-# in each run folder: train.py's output, and the arguments of a finished run (what --resume compares)
+# in each run folder: train.py's output, and the arguments and config file of a finished run (what --resume compares)
 TRAIN_LOG = "train.log"
 # test AUC is also reported on users unseen in training (cold) and seen (warm)
 SLICES = ("cold", "warm")
@@ -107,7 +108,8 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
         for seed in range(seeds):
             run_dir = output_dir / name.replace(" ", "_").replace("/", "") / f"seed{seed}"
             argv = train_argv(preset, overrides, seed, run_dir, train_options)
-            record = finished_run(run_dir, argv) if resume else None
+            run = run_identity(preset, argv)
+            record = finished_run(run_dir, run) if resume else None
             if record is not None:
                 print(f"== {name}, seed {seed} (finished earlier, reused)", flush=True)
             else:
@@ -120,7 +122,7 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
                 else:
                     print(f"== {name}, seed {seed} (train.py's output: {run_dir / TRAIN_LOG})", flush=True)
                     record = run_train(argv, run_dir)
-                (run_dir / ARGV_FILE).write_text(json.dumps(argv, indent=2))
+                (run_dir / ARGV_FILE).write_text(json.dumps(run, indent=2))
             for stage, stage_record in record["stages"].items():
                 if "test" not in stage_record:
                     continue
@@ -168,14 +170,20 @@ def run_train(argv: list[str], run_dir: Path) -> dict:
     return json.loads((run_dir / RESULTS_FILE).read_text())
 
 
-def finished_run(run_dir: Path, argv: list[str]) -> dict | None:
-    """The results of the run in `run_dir` if it finished with exactly these train.py arguments, else None."""
+def run_identity(preset: dict, argv: list[str]) -> dict:
+    """What makes two runs the same: train.py's arguments, and the text of the config file they name (a preset
+    edited since would give another run under the same arguments)."""
+    return {"argv": argv, "config": (CONFIG_DIR / f"{preset['config']}.yaml").read_text(encoding="utf-8")}
+
+
+def finished_run(run_dir: Path, run: dict) -> dict | None:
+    """The results of the run in `run_dir` if it finished as `run` (`run_identity`) describes, else None."""
     from flip_hf.training_run import RESULTS_FILE
 
     argv_file, results_file = run_dir / ARGV_FILE, run_dir / RESULTS_FILE
     if not (argv_file.exists() and results_file.exists()):
         return None
-    if json.loads(argv_file.read_text()) != argv:
+    if json.loads(argv_file.read_text()) != run:
         return None
     record = json.loads(results_file.read_text())
     return record if "total_seconds" in record else None  # written per stage; the total only at the end

@@ -177,7 +177,9 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
         log = (run_dir / "train.log").read_text()
         assert log.splitlines()[0].startswith(f"$ {sys.executable} ") and "scripts/train.py --preset quickstart" in log
         assert "| model | val AUC |" in log  # train.py's own results table
-        assert json.loads((run_dir / "benchmark_argv.json").read_text()) == shlex.split(log.splitlines()[0][2:])[2:]  # what ran
+        recorded = json.loads((run_dir / "benchmark_argv.json").read_text())
+        assert recorded["argv"] == shlex.split(log.splitlines()[0][2:])[2:]  # what ran
+        assert recorded["config"] == (quality.CONFIG_DIR / "quickstart.yaml").read_text()  # and its preset
     # the variants carry train.py's own numbers, and one seed's summary is that seed's value
     flip_run = json.loads((tmp_path / "FLIP_dnn" / "seed0" / "results.json").read_text())
     for stage, label in (("flip_id", "FLIP dnn / FLIP_ID"), ("flip_plm", "FLIP dnn / FLIP_PLM"), ("flip", "FLIP dnn / FLIP")):
@@ -197,14 +199,20 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
     assert launches == {"train.py": [], "lightgbm": 1}  # nothing trained again
     assert {path: path.stat().st_mtime_ns for path in written} == written
 
-    # reuse needs the very same arguments and a run that finished
+    # reuse needs the very same arguments and config file, and a run that finished
     run_dir = tmp_path / "ID-only_dnn" / "seed0"
     id_only = dict(stage="finetune", ctr_mode="id", backbone="dnn")
-    same = quality.train_argv(preset, id_only, 0, run_dir, options)
+    same = quality.run_identity(preset, quality.train_argv(preset, id_only, 0, run_dir, options))
     assert json.loads((run_dir / "benchmark_argv.json").read_text()) == same
     assert quality.finished_run(run_dir, same) == json.loads((run_dir / "results.json").read_text())
-    changed = quality.train_argv(preset, id_only, 0, run_dir, {**options, "embedding_size": "4"})
+    changed = quality.run_identity(preset, quality.train_argv(preset, id_only, 0, run_dir, {**options, "embedding_size": "4"}))
     assert quality.finished_run(run_dir, changed) is None  # another run: train it again
+    configs, edited = quality.CONFIG_DIR, tmp_path / "configs"
+    edited.mkdir()
+    (edited / "quickstart.yaml").write_text(same["config"] + "max_length: 48\n")
+    monkeypatch.setattr(quality, "CONFIG_DIR", edited)
+    assert quality.finished_run(run_dir, quality.run_identity(preset, same["argv"])) is None  # the preset was edited
+    monkeypatch.setattr(quality, "CONFIG_DIR", configs)
     record = json.loads((run_dir / "results.json").read_text())
     del record["total_seconds"]
     (run_dir / "results.json").write_text(json.dumps(record))
