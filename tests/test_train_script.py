@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -387,6 +388,20 @@ def test_group_by_length_batches_prompts_of_similar_length(train, base_argv, tmp
         return sum(int((batch["attention_mask"] == 0).sum()) for batch in trainer.get_train_dataloader())
 
     assert padding("group_by_length") < padding("random")
+
+
+@pytest.mark.parametrize("flag, mixed_precision, bf16", [(False, False, False), (True, False, True), (False, True, True)])
+def test_text_vectors_are_computed_in_bf16_when_asked_or_under_bf16(monkeypatch, flag, mixed_precision, bf16):
+    from accelerate import PartialState
+
+    from flip_hf import training_run
+
+    asked = []
+    monkeypatch.setattr(training_run, "cache_text_embeddings", lambda dataset, model, **options: asked.append(options["bf16"]))
+    run = SimpleNamespace(state=PartialState(cpu=True), run_args=SimpleNamespace(text_vectors_bf16=flag),
+                          training_args=SimpleNamespace(per_device_eval_batch_size=8, bf16=mixed_precision))
+    training_run.FlipRun.with_text_vectors(run, model=None, dataset=None)
+    assert asked == [bf16]
 
 
 # ------------------------------------------------------------------------------- bad configs
