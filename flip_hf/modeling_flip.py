@@ -717,8 +717,9 @@ class FlipForCTR(FlipPreTrainedModel):
         """Stop training the text side (joint mode: the ID side and the fusion train on).
 
         Where the text side reaches its best validation AUC before the ID side, early stopping on the fused AUC
-        would end both near the text side's peak (see `TextSideEarlyStoppingCallback`). Frozen, the text side also leaves training mode for good (no dropout, no batch statistics), so its
-        logits are the ones it had on validation.
+        would end both near the text side's peak (see `TextSideEarlyStoppingCallback`). Frozen, the text side
+        also leaves training mode for good (no dropout, no batch statistics), so its logits are the ones it had
+        on validation.
         """
         for module in self.text_side():
             module.requires_grad_(False)
