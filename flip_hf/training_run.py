@@ -139,7 +139,9 @@ class FlipRun:
             files = {"train": data.train_files, "validation": data.validation_files, "test": data.test_files}
             self.raw, self.schema = load_tabular(files, TabularSchema.from_json_file(data.schema), streaming=data.streaming)
         else:
-            kwargs = {"split": data.split} if data.split else {}
+            kwargs = json.loads(data.dataset_options) if data.dataset_options else {}
+            if data.split:
+                kwargs["split"] = data.split
             if data.data_dir:
                 kwargs["data_dir"] = data.data_dir
             with self.state.main_process_first():  # one process downloads, the others read the cache

@@ -49,7 +49,7 @@ SLICES = ("cold", "warm")
 ARGV_FILE = "benchmark_argv.json"
 LOG_TAIL_LINES = 30
 # what LightGBM reads of a run, with train.py's defaults for what neither the config file nor a flag sets
-LIGHTGBM_DEFAULTS = dict(dataset="movielens-100k", data_dir=None, split="time", max_eval_samples=None)
+LIGHTGBM_DEFAULTS = dict(dataset="movielens-100k", data_dir=None, split="time", dataset_options=None, max_eval_samples=None)
 
 QUALITY_PRESETS = {
     # scripts/configs/cpu-small.yaml with fewer rows (6,000 pretraining rows, the first 5,000 validation and
@@ -226,7 +226,7 @@ def lightgbm_frames(raw, schema, eval_rows: int | None) -> dict:
 
 
 def lightgbm_settings(preset: dict, overrides: dict, train_options: dict) -> dict:
-    """What LightGBM reads of a run (dataset, data_dir, split, max_eval_samples) as train.py would see it:
+    """What LightGBM reads of a run (dataset, data_dir, split, dataset_options, max_eval_samples) as train.py would see it:
     the run's flags (`run_flags`) over its config file, scripts/configs/<config>.yaml, over train.py's defaults."""
     import yaml
 
@@ -249,7 +249,9 @@ def lightgbm_run(settings: dict, seed: int) -> dict:
     from flip_hf.metrics import cold_and_warm_metrics, compute_ctr_metrics
 
     started = time.perf_counter()
-    options = {"split": settings["split"], **({"data_dir": settings["data_dir"]} if settings["data_dir"] else {})}
+    options = settings["dataset_options"] or {}  # JSON from a flag, a mapping from a config file
+    options = {**(json.loads(options) if isinstance(options, str) else options), "split": settings["split"],
+               **({"data_dir": settings["data_dir"]} if settings["data_dir"] else {})}
     raw, schema = load_dataset_recipe(settings["dataset"], **options)
     frames = lightgbm_frames(raw, schema, settings["max_eval_samples"])
     fitted = time.perf_counter()

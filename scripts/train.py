@@ -47,6 +47,7 @@ class DataArguments:
     dataset: str = field(default="movielens-100k", metadata={"help": "Recipe: movielens-100k, movielens-1m, bookcrossing, goodreads, adult; or a folder written by flip_hf.data.save_dataset."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder with the dataset's official files (else download)."})
     split: str | None = field(default=None, metadata={"help": "time (8:1:1 by timestamp), user_time or random; default: the recipe's own (time for MovieLens and Goodreads, random for Book-Crossing and Adult, which have no timestamps)."})
+    dataset_options: str | None = field(default=None, metadata={"help": """JSON object of the recipe's own options, e.g. '{"history_length": 5}' (MovieLens: each rating gets the user's last 5 liked titles before it, as the field recent_likes)."""})
     prompt_style: str = field(default="natural", metadata={"help": "natural (the paper's) or compact (fewer tokens)."})
     max_length: int = field(default=128, metadata={"help": "Token budget of a prompt; long values are cut inside their span."})
     min_frequency: int = field(default=1, metadata={"help": "Rarer values map to the unknown id."})
@@ -224,6 +225,7 @@ def check_flip_arguments(data_args: DataArguments, model_args: ModelArguments, r
             raise SystemExit(f"--{name} must be at least 1, got {value}; leave it out to use every row.")
     check_files(data_args, run_args)
     check_split(data_args)
+    check_dataset_options(data_args)
     check_backbone(model_args)
     if model_args.pretrained_model:
         from flip_hf.loading import WEIGHTS_FILES, check_source
@@ -282,15 +284,32 @@ def check_backbone(model_args: ModelArguments) -> None:
 
     if model_args.backbone not in available_backbones():
         raise SystemExit(f"Unknown backbone {model_args.backbone!r}; valid backbones: {', '.join(available_backbones())}.")
+    json_object_flag("backbone_options", model_args.backbone_options, """'{"hidden_sizes": [256, 128]}'""")
+
+
+def check_dataset_options(data_args: DataArguments) -> None:
+    """The recipe's options exist: a typo would otherwise load the data without them, or fail mid-run."""
+    from flip_hf.data import RECIPES, check_recipe_options
+
+    options = json_object_flag("dataset_options", data_args.dataset_options, """'{"history_length": 5}'""")
+    if options and (data_args.train_files or data_args.dataset not in RECIPES):
+        source = "--train_files" if data_args.train_files else f"the saved dataset {data_args.dataset}"
+        raise SystemExit(f"--dataset_options applies to the dataset recipes; {source} is built already: leave it out.")
     try:
-        options = json.loads(model_args.backbone_options) if model_args.backbone_options is not None else {}
+        check_recipe_options(data_args.dataset, options)
+    except ValueError as error:
+        raise SystemExit(f"--dataset_options: {error}") from None
+
+
+def json_object_flag(name: str, text: str | None, example: str) -> dict:
+    """A flag holding a JSON object, parsed; anything else stops the run with an example."""
+    try:
+        options = json.loads(text) if text is not None else {}
     except json.JSONDecodeError as error:
         options = error
     if not isinstance(options, dict):
-        raise SystemExit(
-            f"--backbone_options must be a JSON object, got {model_args.backbone_options!r} ({options}). "
-            """Example: --backbone_options '{"hidden_sizes": [256, 128]}'."""
-        )
+        raise SystemExit(f"--{name} must be a JSON object, got {text!r} ({options}). Example: --{name} {example}.")
+    return options
 
 
 def build_run(argv: list[str]):

@@ -235,16 +235,36 @@ def test_a_failed_train_run_stops_the_benchmark_naming_its_log(quality, tmp_path
 def test_lightgbm_reads_what_train_py_would_read(quality):
     variant = dict(stage="finetune", ctr_mode="id")
     user = dict(text_model="sentence-transformers/all-MiniLM-L6-v2", data_dir=None, bf16=None)
-    defaults = {"dataset": "movielens-100k", "data_dir": None, "split": "time"}
+    defaults = {"dataset": "movielens-100k", "data_dir": None, "split": "time", "dataset_options": None}
     # the preset's cut over its config file (cpu-small.yaml sets no eval cut, quickstart.yaml 1000 rows)
     assert quality.lightgbm_settings(quality.QUALITY_PRESETS["cpu-small"], variant, user) == {**defaults, "max_eval_samples": 5000}
     assert quality.lightgbm_settings(quality.QUALITY_PRESETS["smoke"], variant, user) == {**defaults, "max_eval_samples": 512}
     assert quality.lightgbm_settings(dict(config="quickstart", overrides={}), variant, user) == {**defaults, "max_eval_samples": 1000}
     assert quality.lightgbm_settings(quality.QUALITY_PRESETS["gpu-short"], variant, user) == {**defaults, "max_eval_samples": None}
     # the user's options over the preset's, the variant's over both
-    given = dict(user, data_dir="/data/ml-100k", dataset="/data/saved", split="random", max_eval_samples="7")
+    given = dict(user, data_dir="/data/ml-100k", dataset="/data/saved", split="random", max_eval_samples="7",
+                 dataset_options='{"history_length": 5}')
     assert quality.lightgbm_settings(quality.QUALITY_PRESETS["cpu-small"], {**variant, "split": "user_time"}, given) == {
-        "dataset": "/data/saved", "data_dir": "/data/ml-100k", "split": "user_time", "max_eval_samples": 7}
+        "dataset": "/data/saved", "data_dir": "/data/ml-100k", "split": "user_time", "max_eval_samples": 7,
+        "dataset_options": '{"history_length": 5}'}
+
+
+@pytest.mark.parametrize("dataset_options", ['{"history_length": 5}', {"history_length": 5}])
+def test_lightgbm_loads_the_recipe_with_the_runs_dataset_options(quality, monkeypatch, dataset_options):
+    import flip_hf.data
+
+    asked = {}
+
+    def recipe(name, **options):
+        asked.update(options, name=name)
+        raise KeyboardInterrupt  # stop before training: only the recipe call matters here
+
+    monkeypatch.setattr(flip_hf.data, "load_dataset_recipe", recipe)
+    settings = {"dataset": "movielens-100k", "data_dir": "/data", "split": "time", "max_eval_samples": None,
+                "dataset_options": dataset_options}  # JSON from a flag, a mapping from a config file
+    with pytest.raises(KeyboardInterrupt):
+        quality.lightgbm_run(settings, seed=0)
+    assert asked == {"name": "movielens-100k", "history_length": 5, "split": "time", "data_dir": "/data"}
 
 
 def test_lightgbm_slices_its_test_rows_into_unseen_and_seen_users(quality, tmp_path):
@@ -258,7 +278,7 @@ def test_lightgbm_slices_its_test_rows_into_unseen_and_seen_users(quality, tmp_p
     splits = DatasetDict({"train": Dataset.from_dict(tiny_rows(96, seed=0)), "validation": Dataset.from_dict(tiny_rows(32, seed=1)),
                           "test": Dataset.from_dict(test)})
     save_dataset(splits, tiny_schema(), tmp_path / "data")
-    settings = {"dataset": str(tmp_path / "data"), "data_dir": None, "split": None, "max_eval_samples": 40}
+    settings = {"dataset": str(tmp_path / "data"), "data_dir": None, "split": None, "max_eval_samples": 40, "dataset_options": None}
     slices = quality.lightgbm_run(settings, seed=0)["stages"]["lightgbm"]["test_slices"]
     assert slices["cold_share"] == 0.4  # 16 of the 40 test rows LightGBM scores (all 48: a third)
     assert {"auc", "logloss"} <= set(slices["cold"]) and {"auc", "logloss"} <= set(slices["warm"])

@@ -171,3 +171,39 @@ def test_bad_arguments(tmp_path, no_network):
         load_movielens("10m")
     with pytest.raises(FileNotFoundError, match=r"No MovieLens-100k files .* u.data, u.user, u.item, u.genre"):
         load_movielens("100k", data_dir=tmp_path)
+
+
+def test_history_holds_the_users_earlier_likes_most_recent_first(tmp_path, no_network):
+    write_ml100k(tmp_path)
+    dataset, schema = load_movielens("100k", data_dir=tmp_path, history_length=2)
+    assert schema.field_names[-1] == "recent_likes" and schema["recent_likes"].kind == "multi_categorical"
+    rows = by_key(all_rows(dataset))
+
+    def history(user, movie, time):
+        return rows[(str(user), str(movie), time)]["recent_likes"]
+
+    assert not history(1, 1, 100)  # no rating before it
+    assert history(1, 2, 101) == ["Toy Story"]
+    assert history(1, 3, 106) == history(1, 1, 113) == ["Misérables, Les", "Toy Story"]
+    assert not history(3, 3, 102) and history(3, 2, 110) == ["Toy Story"]  # a rating of 1 is no like
+    # user 10 liked movie 1 at 103 and movie 3 at 111; the like of movie 2 at 115 is not seen by movie 1 at 115
+    assert history(10, 1, 115) == history(10, 2, 115) == ["unknown", "Toy Story"]
+    assert history(9, 1, 115) == ["unknown", "Misérables, Les"]
+
+    shorter, _ = load_movielens("100k", data_dir=tmp_path, history_length=1)
+    assert by_key(all_rows(shorter))[("10", "1", 115)]["recent_likes"] == ["unknown"]
+    plain, plain_schema = load_movielens("100k", data_dir=tmp_path)
+    assert "recent_likes" not in plain_schema.field_names and "recent_likes" not in plain["train"].column_names
+
+
+@pytest.mark.parametrize("length", [-1, 2.5, "5"])
+def test_history_length_must_be_a_whole_number(tmp_path, no_network, length):
+    write_ml100k(tmp_path)
+    with pytest.raises(ValueError, match=rf"history_length must be a whole number >= 0 .*got {length!r}"):
+        load_movielens("100k", data_dir=tmp_path, history_length=length)
+
+
+def test_a_recipe_refuses_an_option_it_does_not_take(tmp_path, no_network):
+    write_ml100k(tmp_path)
+    with pytest.raises(ValueError, match=r"movielens-100k recipe has no option 'histroy_length'; its options are .*history_length"):
+        load_dataset_recipe("movielens-100k", data_dir=tmp_path, histroy_length=5)

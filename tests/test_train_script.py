@@ -433,11 +433,28 @@ def test_unknown_backbone_lists_the_valid_ones(train, base_argv, tmp_path):
     (["--max_pretrain_samples", "-5"], "--max_pretrain_samples must be at least 1"),
     (["--stage", "finetune", "--pretrained_model", "/nonexistent/run/pretrain"], r"--pretrained_model: No such folder: '/nonexistent/run/pretrain'"),
     (["--split", "random"], "--split random applies to the dataset recipes; the saved dataset .* is split already: leave --split out"),
+    (["--dataset_options", "[5]"], r"--dataset_options must be a JSON object, got '\[5\]'"),
+    (["--dataset_options", '{"history_length": 2}'], "--dataset_options applies to the dataset recipes; the saved dataset .* is built already"),
+    (["--dataset", "movielens-100k", "--dataset_options", '{"histroy_length": 5}'],
+     "--dataset_options: The movielens-100k recipe has no option 'histroy_length'; its options are .*history_length"),
 ])
 def test_bad_arguments_are_refused_before_the_run_starts(train, base_argv, tmp_path, flags, message):
     with pytest.raises(SystemExit, match=message):
         train.main(base_argv + flags + ["--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_dataset_options_reach_the_recipe(train, base_argv, tmp_path):
+    from fixtures_data import write_ml100k
+
+    write_ml100k(tmp_path / "data")
+    argv = base_argv + ["--dataset", "movielens-100k", "--data_dir", str(tmp_path / "data"), "--dataset_options",
+                        '{"history_length": 2}', "--output_dir", str(tmp_path / "out")]
+    run = train.build_run(argv)
+    run.load_data()
+    assert run.schema.field_names[-1] == "recent_likes"
+    assert run.raw["test"]["recent_likes"] == [["unknown", "Toy Story"], ["unknown", "Toy Story"]]
+    assert "recently liked movies are unknown, Toy Story." in run.processor.render_text(run.raw["test"][0])
 
 
 def test_finetuning_a_mode_from_a_checkpoint_that_lacks_its_side_is_refused(train, stage_all, base_argv, tmp_path):

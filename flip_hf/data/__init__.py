@@ -36,7 +36,19 @@ def load_dataset_recipe(name: str, **kwargs) -> tuple[datasets.DatasetDict, Tabu
             f"Unknown dataset recipe {name!r}; choose one of {', '.join(RECIPES)}, or give the folder of a "
             "dataset saved with flip_hf.data.save_dataset."
         )
+    check_recipe_options(name, kwargs)
     return RECIPES[name](**kwargs)
+
+
+def check_recipe_options(name: str, options: dict) -> None:
+    """Refuse an option the recipe does not take, naming the ones it does (a folder takes none that matter)."""
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        return
+    accepted = [p for p in inspect.signature(recipe).parameters if p != "version"]
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        raise ValueError(f"The {name} recipe has no option {unknown[0]!r}; its options are {', '.join(accepted)}.")
 
 
 def recipe_split(name: str) -> str | None:
@@ -48,6 +60,7 @@ def recipe_split(name: str) -> str | None:
 
 __all__ = [
     "RECIPES",
+    "check_recipe_options",
     "load_adult",
     "load_bookcrossing",
     "load_dataset_recipe",

@@ -47,8 +47,10 @@ GENDERS = {"M": "male", "F": "female"}
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
 
 
-def movielens_schema(version: str = "100k") -> TabularSchema:
-    """The MovieLens fields, in FLIP's order (release year added after the title)."""
+def movielens_schema(version: str = "100k", history_length: int = 0) -> TabularSchema:
+    """The MovieLens fields, in FLIP's order (release year added after the title), then, with a
+    `history_length`, the user's recently liked titles (`recent_likes`)."""
+    history = [FieldSpec("recent_likes", kind="multi_categorical", prompt_name="recently liked movies")] if history_length else []
     return TabularSchema(
         fields=[
             FieldSpec("user_id", prompt_name="user id"),
@@ -60,6 +62,7 @@ def movielens_schema(version: str = "100k") -> TabularSchema:
             FieldSpec("title"),
             FieldSpec("release_year", prompt_name="release year"),
             FieldSpec("genres", kind="multi_categorical"),
+            *history,
         ],
         time_column="timestamp",
         group_column="user_id",
@@ -73,6 +76,7 @@ def load_movielens(
     split: str = "time",
     cache_dir: str | os.PathLike | None = None,
     seed: int = 42,
+    history_length: int = 0,
 ) -> tuple[datasets.DatasetDict, TabularSchema]:
     """Load MovieLens-100K or -1M as train/validation/test and its schema.
 
@@ -87,12 +91,19 @@ def load_movielens(
         cache_dir: where downloads go; default `$FLIP_HF_CACHE/movielens`, else
             `~/.cache/flip_hf/movielens` (`widedeep_wheel.default_cache_dir`).
         seed: seed of the "random" split.
+        history_length: add the field `recent_likes`: the titles of the user's last `history_length` liked
+            movies (rating >= 4) rated strictly before this rating, most recent first; null before the first
+            like. Only the past is read, so it is as valid in validation and test as in train (0: no field).
     """
     if version not in VERSIONS:
         raise ValueError(f"Unknown MovieLens version {version!r}; choose one of {', '.join(VERSIONS)}.")
+    if not isinstance(history_length, int) or history_length < 0:
+        raise ValueError(f"history_length must be a whole number >= 0 (0: no history field), got {history_length!r}.")
     ratings, users, movies = _read(version, data_dir, cache_dir)
     frame = _join(ratings, users, movies)
-    schema = movielens_schema(version)
+    if history_length:
+        frame = frame.assign(recent_likes=_recent_likes(frame, history_length))
+    schema = movielens_schema(version, history_length)
     dataset = frame_to_dataset_dict(frame, schema, split=split, seed=seed, where=f"MovieLens-{version}")
     return dataset, schema
 
@@ -247,6 +258,28 @@ def _join(ratings: pd.DataFrame, users: pd.DataFrame, movies: pd.DataFrame) -> p
              .merge(movies, on="movie_id", how="left", validate="many_to_one"))
     frame = frame.sort_values(["timestamp", "user_id", "movie_id"], kind="stable", ignore_index=True)
     return frame.assign(gender=frame["gender"].map(GENDERS), label=(frame["rating"] >= 4).astype(int))
+
+
+def _recent_likes(frame: pd.DataFrame, length: int) -> list[list[str] | None]:
+    """Per row of the time-sorted frame, the user's last `length` liked titles before its timestamp.
+
+    Ratings that share a timestamp do not see each other: each one's label is not yet known at that time.
+    """
+    history: list[list[str] | None] = [None] * len(frame)
+    liked: dict[int, list[str]] = {}
+    pending: list[tuple[int, str]] = []  # the likes of the current timestamp, visible from the next one
+    times, users, titles, labels = (frame[c].to_numpy() for c in ("timestamp", "user_id", "title", "label"))
+    for row in range(len(frame)):
+        if row and times[row] != times[row - 1]:
+            for user, title in pending:
+                liked.setdefault(user, []).append(title)
+            pending.clear()
+        past = liked.get(users[row])
+        if past:
+            history[row] = past[:-length - 1:-1]
+        if labels[row] and isinstance(titles[row], str):
+            pending.append((users[row], titles[row]))
+    return history
 
 
 def _age_group(age) -> str | None:
