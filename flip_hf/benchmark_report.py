@@ -18,13 +18,13 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
 def write_report(kind: str, preset: str, payload: dict, table: str, command: str,
-                 results_dir: str | os.PathLike | None = None) -> Path:
-    """Write `payload` as `<kind>-<preset>.json` and `table` as `<kind>-<preset>.md` in `results_dir`
-    (default: benchmarks/results), both naming `command`, the hardware and the date; return the markdown
-    file's path. An earlier report of the same kind and preset is replaced."""
+                 results_dir: str | os.PathLike | None = None, name: str | None = None) -> Path:
+    """Write `payload` as `<name>.json` and `table` as `<name>.md` in `results_dir` (default: benchmarks/results),
+    both naming `command`, the hardware and the date; return the markdown file's path. `name` defaults to
+    `<kind>-<preset>`: an earlier report of the same kind and preset is replaced, unless a run names its own."""
     directory = Path(RESULTS_DIR if results_dir is None else results_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{kind}-{preset}"
+    stem = name or f"{kind}-{preset}"
     payload = {**payload, "command": command, "hardware": get_hardware(num_processes=1),
                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     (directory / f"{stem}.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -4,7 +4,8 @@
 Examples:
     python scripts/benchmark_quality.py --preset smoke --seeds 1                           # minutes: checks it runs
     python scripts/benchmark_quality.py --preset cpu-small --seeds 3 --skip_ablations --resume
-    python scripts/benchmark_quality.py --preset cpu-small --seeds 3 --resume               # with the 4 ablations
+    python scripts/benchmark_quality.py --preset cpu-small --seeds 3 --resume \
+        --report_name quality-cpu-small-ablations                                          # with the 4 ablations
     python scripts/benchmark_quality.py --preset cpu-long --seeds 3 --skip_ablations --resume  # the whole PLM
     python scripts/benchmark_quality.py --preset gpu-short --seeds 1 --bf16                 # on a GPU
     python scripts/benchmark_quality.py --preset full --seeds 3 --bf16                      # the paper's protocol, a GPU
@@ -341,6 +342,14 @@ def check_claims(variants: dict, preset: dict) -> list[dict]:
     return claims
 
 
+def claim_verdict(claim: dict) -> str:
+    """HELD or NOT HELD by the sign of the gap; UNDECIDED when the gap is within the seeds' noise, since then it is
+    evidence neither way (one seed has no noise estimate, so its sign stands, with the table's warning)."""
+    if claim["beyond_noise"] is False:
+        return "UNDECIDED"
+    return "HELD" if claim["held"] else "NOT HELD"
+
+
 def quality_table(results: dict) -> str:
     lines = ["| model | validation AUC | test AUC | test LogLoss | test AUC, cold users | test AUC, warm users | AUC vs best baseline |",
              "|---|---|---|---|---|---|---|"]
@@ -357,7 +366,7 @@ def quality_table(results: dict) -> str:
     else:
         lines.append(f"Mean ± std over {results['seeds']} seeds (the other columns: means). Each claim compares mean test AUC; its gap, paired by seed "
                      "(a seed fixes the rows and the initialization), counts as evidence only beyond the seeds' noise: "
-                     "two standard errors of the per-seed gaps.\n")
+                     "two standard errors of the per-seed gaps; a claim within it is UNDECIDED.\n")
     for claim in results["claims"]:
         values = claim["values"]
         shown = ", ".join(f"{k}: {v:.4f}" for k, v in values.items()) if isinstance(values, dict) else " vs ".join(f"{v:.4f}" for v in values)
@@ -366,7 +375,7 @@ def quality_table(results: dict) -> str:
         else:
             verdict = (f"; gap {claim['gap']:+.4f}, {'beyond' if claim['beyond_noise'] else 'within'} "
                        f"the seeds' noise (±{claim['noise']:.4f})")
-        lines.append(f"- {'HELD' if claim['held'] else 'NOT HELD'}: {claim['claim']} ({shown}){verdict}")
+        lines.append(f"- {claim_verdict(claim)}: {claim['claim']} ({shown}){verdict}")
     return "\n".join(lines)
 
 
@@ -378,6 +387,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default="runs/benchmark", help="where the runs go, in a folder per preset.")
     parser.add_argument("--resume", action="store_true", help="reuse runs that finished earlier with the same arguments.")
     parser.add_argument("--skip_ablations", action="store_true", help="FLIP and the baselines only.")
+    parser.add_argument("--report_name", default=None,
+                        help="the report's file name in benchmarks/results, without .md / .json (default: quality-<preset>); "
+                             "a run on other seeds or variants can be kept beside the preset's main report.")
     parser.add_argument("--bf16", action="store_true", help="train under bf16 mixed precision (GPU).")
     parser.add_argument("--text_model", default="sentence-transformers/all-MiniLM-L6-v2", help="PLM: Hub id or path.")
     parser.add_argument("--data_dir", default=None, help="folder with MovieLens-100K's official files (else the cache or a download).")
@@ -391,7 +403,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING)
 
     def write(results: dict) -> Path:
-        return write_report("quality", args.preset, results, quality_table(results), command, results_dir=RESULTS_DIR)
+        return write_report("quality", args.preset, results, quality_table(results), command, results_dir=RESULTS_DIR,
+                            name=args.report_name)
 
     train_options = dict(text_model=args.text_model, data_dir=args.data_dir, bf16="true" if args.bf16 else None,
                          dataloader_num_workers=args.dataloader_num_workers or None)

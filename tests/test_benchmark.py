@@ -109,7 +109,8 @@ def test_gaps_are_paired_by_seed(quality):
     assert claim["held"] is True and claim["gap"] == pytest.approx(0.01)
     assert claim["beyond_noise"] is False
     table = quality.quality_table({"seeds": 3, "summary": quality.summarize(unsteady), "claims": [claim]})
-    assert "- HELD: FLIP_ID (dcnv2) beats dcnv2" in table and "within the seeds' noise" in table
+    assert "- UNDECIDED: FLIP_ID (dcnv2) beats dcnv2" in table and "within the seeds' noise" in table
+    assert "HELD" not in table  # a gap within the noise is evidence neither way
 
 
 def test_flip_must_beat_its_strongest_rival(quality):
@@ -313,6 +314,11 @@ def test_reports_name_the_command_and_the_hardware(tmp_path):
     assert markdown.startswith("# quality benchmark, preset `tiny`")
     assert f"- command: `{command}`" in markdown and f"- hardware: {payload['hardware']}" in markdown
     assert "| model | test AUC |" in markdown
+    # a named report leaves the preset's own in place
+    named = write_report("quality", "tiny", {"seeds": 3}, "| model |", command, results_dir=tmp_path / "results", name="quality-tiny-ablations")
+    assert named == tmp_path / "results" / "quality-tiny-ablations.md" and named.read_text().startswith("# quality benchmark, preset `tiny`")
+    assert json.loads((tmp_path / "results" / "quality-tiny-ablations.json").read_text())["seeds"] == 3
+    assert json.loads((tmp_path / "results" / "quality-tiny.json").read_text())["seeds"] == 1
 
 
 def test_speed_compares_onnx_runtime_with_pytorch_on_the_same_batches(speed, make_tiny_flip, tmp_path):
