@@ -104,6 +104,7 @@ def run_quality(preset_name: str, seeds: int, output_dir: Path, train_options: d
     from flip_hf.training_run import RESULT_OF_DIR, RESULTS_FILE
 
     preset = {**QUALITY_PRESETS[preset_name], **({} if ablations else {"ablations": False})}
+    output_dir = Path(output_dir).resolve()  # a run is known by its arguments: one spelling of each folder
     results: dict = {"preset": preset_name, "seeds": seeds, "variants": {}}
     for name, overrides in quality_variants(preset):
         for seed in range(seeds):

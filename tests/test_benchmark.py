@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,6 +223,11 @@ def test_quality_runs_every_variant_through_train_py_and_resume_reuses_them(
     assert launches == {"train.py": [run_dir], "lightgbm": 1}  # only the cut-short run trains again
     assert "total_seconds" in json.loads((run_dir / "results.json").read_text())
     assert set(third["variants"]) == set(results["variants"])
+
+    launches["train.py"].clear()
+    monkeypatch.chdir(tmp_path.parent)  # the same folder, named relative to the working directory
+    quality.run_quality("tiny", 1, Path(tmp_path.name), options, resume=True, report=lambda partial: None)
+    assert launches["train.py"] == []  # the same runs: reused, not overwritten
 
 
 def test_a_failed_train_run_stops_the_benchmark_naming_its_log(quality, tmp_path):
