@@ -292,7 +292,8 @@ def check_dataset_options(data_args: DataArguments) -> None:
     from flip_hf.data import RECIPES, check_recipe_options
 
     options = json_object_flag("dataset_options", data_args.dataset_options, """'{"history_length": 5}'""")
-    if options and (data_args.train_files or data_args.dataset not in RECIPES):
+    saved = data_args.dataset not in RECIPES and os.path.isdir(data_args.dataset)
+    if options and (data_args.train_files or saved):
         source = "--train_files" if data_args.train_files else f"the saved dataset {data_args.dataset}"
         raise SystemExit(f"--dataset_options applies to the dataset recipes; {source} is built already: leave it out.")
     try:
