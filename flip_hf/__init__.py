@@ -31,7 +31,7 @@ from .schema import FieldSpec, TabularSchema
 from .side_stopping import TextSideEarlyStoppingCallback
 from .streaming import FlipStreamingDataset
 from .tensor_dataset import FlipTensorDataset
-from .text_cache import cache_text_embeddings
+from .text_cache import cache_text_embeddings, cache_text_states
 
 __version__ = "0.1.0"
 
@@ -67,6 +67,7 @@ __all__ = [
     "TabularSchema",
     "TextSideEarlyStoppingCallback",
     "cache_text_embeddings",
+    "cache_text_states",
     "push_to_hub",
     "save_pretrained",
 ]

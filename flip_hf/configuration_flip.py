@@ -20,6 +20,9 @@ NO_FIELD = -1
 CTR_MODES = ("id", "text", "joint")
 MASKING_MODES = ("field", "token")
 TEXT_POOLINGS = ("cls", "mean")
+# PLMs whose body is embeddings followed by `encoder.layer`, layers that read (hidden states, attention mask):
+# they can be run in two parts, a frozen bottom and `text_trainable_layers` on top.
+SPLITTABLE_PLMS = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 PROJECTION_HEADS = ("linear", "mlp")
 NUMERIC_ENCODINGS = ("bucket", "piecewise_linear")
 # What shapes the ID side of a CTR model (and nothing of its text side).
@@ -68,6 +71,10 @@ class FlipConfig(PreTrainedConfig):
         freeze_text_encoder (`bool`): CTR modes do not train the PLM. Its text vectors can then be
             computed once per row (`flip_hf.text_cache.cache_text_embeddings`) and passed as
             `text_embeds`, so text and joint modes train on every row at the cost of the ID model.
+        text_trainable_layers (`int`): with `freeze_text_encoder`, the PLM's top k layers train all the same.
+            The frozen part below them (embeddings and the other layers) gives each row the same token states in
+            every epoch, so those can be cached (`flip_hf.text_cache.cache_text_states`) and passed as
+            `text_states`: each step then runs only the k layers. For BERT-style PLMs (`SPLITTABLE_PLMS`).
         text_head_hidden_size (`int`): 0 gives a linear text logit head; > 0 an MLP with one hidden
             layer of this size (worth it on a frozen PLM, where a linear head is logistic regression).
         text_head_batch_norm (`bool`): standardise each coordinate of `h_text` over the batch (BatchNorm) before
@@ -111,6 +118,7 @@ class FlipConfig(PreTrainedConfig):
     ctr_mode: str = "joint"
     fusion_init: float = 0.0
     freeze_text_encoder: bool = False
+    text_trainable_layers: int = 0
     text_head_hidden_size: int = 0
     text_head_batch_norm: bool = True
     initializer_range: float = 0.02
@@ -135,13 +143,16 @@ class FlipConfig(PreTrainedConfig):
                     f"{self.text_config.num_hidden_layers} layers."
                 )
             self.text_config.num_hidden_layers = self.text_num_layers
+        self.check_trainable_layers()
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """As `PreTrainedConfig.from_dict`, which sets keyword overrides after construction: check them too,
         so that `from_pretrained(path, ctr_mode=...)` and every other load path validate like `FlipConfig(...)`."""
         loaded = super().from_dict(config_dict, **kwargs)
-        (loaded[0] if isinstance(loaded, tuple) else loaded).check_options()
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        config.check_options()
+        config.check_trainable_layers()
         return loaded
 
     def check_options(self) -> None:
@@ -171,6 +182,25 @@ class FlipConfig(PreTrainedConfig):
                     f"Field entry {spec} lacks {sorted(missing)}; build fields with FlipProcessor.field_infos()."
                 )
 
+    def check_trainable_layers(self) -> None:
+        """`text_trainable_layers` against the PLM it splits (after `text_num_layers` has cut it)."""
+        k = self.text_trainable_layers
+        if not k:
+            return
+        if k < 0:
+            raise ValueError(f"text_trainable_layers must be >= 0, got {k}.")
+        if not self.freeze_text_encoder:
+            raise ValueError(f"text_trainable_layers={k} trains the PLM's top layers over a frozen rest: set "
+                             "freeze_text_encoder=True too (without it the whole PLM trains).")
+        if self.text_config is None:
+            return  # an ID-only model: there is no PLM to split
+        if self.text_config.model_type not in SPLITTABLE_PLMS:
+            raise ValueError(f"text_trainable_layers={k} needs a BERT-style PLM ({', '.join(SPLITTABLE_PLMS)}); this one is "
+                             f"{self.text_config.model_type!r}. Use text_trainable_layers=0 (all frozen) or unfreeze it.")
+        if not 0 < k <= self.text_config.num_hidden_layers:
+            raise ValueError(f"text_trainable_layers={k} must be between 0 and the PLM's "
+                             f"{self.text_config.num_hidden_layers} layers.")
+
     @property
     def field_names(self) -> list[str]:
         return [f["name"] for f in self.fields]
@@ -190,4 +220,4 @@ class FlipConfig(PreTrainedConfig):
         return self.numeric_encoding == "piecewise_linear" and any(f["kind"] == "numeric" for f in self.fields)
 
 
-__all__ = ["FlipConfig", "CTR_MODES", "TEXT_POOLINGS", "NUMERIC_ENCODINGS"]
+__all__ = ["FlipConfig", "CTR_MODES", "TEXT_POOLINGS", "NUMERIC_ENCODINGS", "SPLITTABLE_PLMS"]

@@ -361,6 +361,7 @@ class FlipModelCardData(CardData):
         return {
             "comparison": self.baseline_comparison(),
             "frozen_text": bool(self.model_hyperparameters.get("freeze_text_encoder")),
+            "text_trainable_layers": self.model_hyperparameters.get("text_trainable_layers", 0),
             "title": self.display_name(),
             "variant": self.variant,
             "variant_description": VARIANT_DESCRIPTIONS.get(self.ctr_mode, ""),

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 from transformers.utils import logging as transformers_logging
 
@@ -469,6 +470,29 @@ class FlipModel(FlipPreTrainedModel):
     def encode_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    def top_text_layers(self) -> nn.ModuleList:
+        """The PLM's top `text_trainable_layers` layers (none when it is 0)."""
+        layers = self.text_encoder.encoder.layer
+        return layers[len(layers) - self.config.text_trainable_layers:] if self.config.text_trainable_layers else nn.ModuleList()
+
+    def frozen_text_states(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states (B, T, H) below the top `text_trainable_layers` layers: the part of the PLM that a CTR
+        model with those layers keeps frozen, and so the part whose output can be cached per row."""
+        layers = self.text_encoder.encoder.layer
+        states = self.text_encoder.embeddings(input_ids=input_ids)
+        return self._run_text_layers(states, attention_mask, layers[: len(layers) - self.config.text_trainable_layers])
+
+    def top_text_states(self, text_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The last token states from `frozen_text_states`' output, through the top layers."""
+        return self._run_text_layers(text_states, attention_mask, self.top_text_layers())
+
+    def _run_text_layers(self, states: torch.Tensor, attention_mask: torch.Tensor, layers: nn.ModuleList) -> torch.Tensor:
+        """`layers` of a BERT-style PLM (`SPLITTABLE_PLMS`) over `states`, masked as the PLM's own forward masks."""
+        mask = create_bidirectional_mask(config=self.text_encoder.config, inputs_embeds=states, attention_mask=attention_mask)
+        for layer in layers:
+            states = layer(states, mask)
+        return states
+
     def pool_text(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """`h_text` from the token states. A sentence-embedding PLM trained with mean pooling leaves
         its first token nearly constant across inputs, so its pooling must be the one it was trained with."""
@@ -615,7 +639,11 @@ class FlipForCTR(FlipPreTrainedModel):
 
     With `config.freeze_text_encoder` the PLM stays in eval mode and is never trained; `forward` then
     also takes `text_embeds` (B, H), the pooled text vectors computed beforehand by `embed_text`
-    (see `flip_hf.text_cache`), and skips the PLM entirely.
+    (see `flip_hf.text_cache`), and skips the PLM entirely. With `config.text_trainable_layers` = k as well,
+    the PLM's top k layers train over the frozen rest; `forward` then takes `text_states` (B, T, H) with
+    `attention_mask`, the frozen part's token states (`FlipModel.frozen_text_states`, cached per row by
+    `cache_text_states`), and runs only the k layers. `text_embeds` then serve inference only: in training they
+    would bypass the layers that learn.
     """
 
     _keys_to_ignore_on_load_unexpected = [r"^(mlm|mtm|icl)_head\.", r"^align_norm\."]
@@ -635,6 +663,7 @@ class FlipForCTR(FlipPreTrainedModel):
             self.text_norm = _BatchStandardize(config.text_config.hidden_size)
         if config.uses_text and config.freeze_text_encoder:
             self.flip.text_encoder.requires_grad_(False)
+            self.flip.top_text_layers().requires_grad_(True)
         self._text_side_frozen = False
         # the encoder this mode leaves out is dropped on purpose when loading a pretraining checkpoint
         unused = {"id": r"^flip\.text_encoder\.", "text": r"^flip\.id_encoder\."}.get(config.ctr_mode)
@@ -706,11 +735,13 @@ class FlipForCTR(FlipPreTrainedModel):
         return {"fusion_alpha": float(weights[0]), "fusion_bias": float(weights[1])}
 
     def text_side(self) -> list[nn.Module]:
-        """The modules behind `z_text` that finetuning trains: the PLM (unless frozen), the text standardisation
-        and the text head."""
+        """The modules behind `z_text` that finetuning trains: the PLM (unless frozen; its top
+        `text_trainable_layers` if those train), the text standardisation and the text head."""
         if not self.config.uses_text:
             return []
-        plm = None if self.config.freeze_text_encoder else self.flip.text_encoder
+        plm = self.flip.text_encoder
+        if self.config.freeze_text_encoder:
+            plm = self.flip.top_text_layers() if self.config.text_trainable_layers else None
         return [module for module in (plm, self.text_norm, self.text_head) if module is not None]
 
     def freeze_text_side(self) -> None:
@@ -730,16 +761,25 @@ class FlipForCTR(FlipPreTrainedModel):
         super().train(mode)
         if self.config.uses_text and self.config.freeze_text_encoder:
             self.flip.text_encoder.eval()  # a frozen PLM gives the same vectors as its cache: no dropout
+            self.flip.top_text_layers().train(mode)
         if self._text_side_frozen:
             for module in self.text_side():
                 module.eval()
         return self
 
     def embed_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The pooled text vectors `h_text` (B, H); without gradients when the PLM is frozen."""
+        """The pooled text vectors `h_text` (B, H); gradients reach only the PLM's layers that train."""
+        if self.config.text_trainable_layers:
+            with torch.no_grad():
+                text_states = self.flip.frozen_text_states(input_ids, attention_mask)
+            return self.embed_text_states(text_states, attention_mask)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text_encoder):
             states = self.flip.encode_text(input_ids, attention_mask)
             return self.flip.pool_text(states, attention_mask)
+
+    def embed_text_states(self, text_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`h_text` (B, H) from the frozen part's token states, through the top `text_trainable_layers` layers."""
+        return self.flip.pool_text(self.flip.top_text_states(text_states, attention_mask), attention_mask)
 
     def forward(
         self,
@@ -750,6 +790,7 @@ class FlipForCTR(FlipPreTrainedModel):
         token_field_ids: torch.LongTensor | None = None,
         text_embeds: torch.FloatTensor | None = None,
         numeric_positions: torch.Tensor | None = None,
+        text_states: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> FlipForCTROutput:
@@ -761,15 +802,27 @@ class FlipForCTR(FlipPreTrainedModel):
                 "text_embeds (precomputed text vectors) bypass the PLM, so they need a frozen PLM: "
                 "load the model with freeze_text_encoder=True, or pass input_ids instead."
             )
-        if self.config.uses_text and input_ids is None and text_embeds is None:
-            raise ValueError(f"ctr_mode={mode!r} needs input_ids (FlipProcessor(text=True)) or text_embeds.")
+        if text_states is not None and not self.config.text_trainable_layers:
+            raise ValueError(
+                "text_states (token states of the PLM's frozen bottom) need a model with text_trainable_layers > 0; "
+                "this one has none: pass text_embeds (cache_text_embeddings) or input_ids instead."
+            )
+        if text_embeds is not None and self.training and self.config.text_trainable_layers:
+            raise ValueError(
+                f"text_embeds skip the PLM's top {self.config.text_trainable_layers} layers, which train: pass text_states "
+                "(cache_text_states) or input_ids in training; text_embeds serve inference only."
+            )
+        if self.config.uses_text and input_ids is None and text_embeds is None and text_states is None:
+            raise ValueError(f"ctr_mode={mode!r} needs input_ids (FlipProcessor(text=True)), text_embeds or text_states.")
         id_logits = text_logits = None
         if self.id_head is not None:
             id_logits = self.id_head(self.flip.encode_ids(feature_ids, numeric_positions)).squeeze(-1)
             if self.id_first_order is not None:
                 id_logits = id_logits + self.id_first_order(feature_ids, numeric_positions).sum(dim=(1, 2))
         if self.text_head is not None:
-            if text_embeds is None:
+            if text_embeds is None and text_states is not None:
+                text_embeds = self.embed_text_states(text_states, attention_mask)
+            elif text_embeds is None:
                 text_embeds = self.embed_text(input_ids, attention_mask)
             if self.text_norm is not None:
                 text_embeds = self.text_norm(text_embeds)

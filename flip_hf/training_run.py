@@ -33,7 +33,7 @@ from .schema import TabularSchema
 from .side_stopping import TextSideEarlyStoppingCallback
 from .streaming import FlipStreamingDataset
 from .tensor_dataset import FlipTensorDataset
-from .text_cache import cache_text_embeddings
+from .text_cache import cache_text_embeddings, cache_text_states
 from .text_models import resolve_text_model
 from .trainer import FlipTrainer
 
@@ -287,8 +287,9 @@ class FlipRun:
         batch_size = run.text_batch_size if with_text and not cached_text else run.id_batch_size
         steps_per_epoch = max(1, -(-len(train) // (batch_size * self.state.num_processes)))
         eval_steps = max(1, steps_per_epoch // max(1, run.evals_per_epoch))
+        tokens_vary = with_text and (not cached_text or model.config.text_trainable_layers > 0)  # cached states vary too
         args = self.training_arguments(
-            stage_dir, with_text and not cached_text,
+            stage_dir, tokens_vary,
             num_train_epochs=run.finetune_epochs,
             learning_rate=run.finetune_learning_rate,
             per_device_train_batch_size=batch_size,
@@ -353,22 +354,26 @@ class FlipRun:
         """Encoded splits as `model` reads them, and the seconds spent computing text vectors (None: none were).
 
         A frozen PLM's vectors are computed once per row and cached, so the mode then costs about what the ID model
-        does; rows of fixed width (no text, or cached vectors) become whole tensors, batched by index slicing.
+        does (with `text_trainable_layers`, the frozen part's token states, and each step runs the top layers);
+        rows of fixed width (no text, or cached vectors) become whole tensors, batched by index slicing.
         """
         seconds = None
         if model.config.uses_text and model.config.freeze_text_encoder:
             started = time.perf_counter()
             splits = [self.with_text_vectors(model, dataset) for dataset in splits]
             seconds = round(time.perf_counter() - started, 1)
-        if not model.config.uses_text or seconds is not None:  # a stream batches itself
+        fixed_width = not model.config.uses_text or (seconds is not None and not model.config.text_trainable_layers)
+        if fixed_width:  # a stream batches itself
             splits = [FlipTensorDataset.from_dataset(d) if isinstance(d, datasets.Dataset) else d for d in splits]
         return splits, seconds
 
     def with_text_vectors(self, model, dataset):
-        """The split plus its rows' frozen-PLM vectors, computed once (by the main process) and cached."""
+        """The split plus its rows' frozen-PLM vectors (or token states, under trainable top layers), computed once
+        (by the main process) and cached."""
+        cache = cache_text_states if model.config.text_trainable_layers else cache_text_embeddings
         with self.state.main_process_first():
-            return cache_text_embeddings(dataset, model, batch_size=self.training_args.per_device_eval_batch_size,
-                                         bf16=self.run_args.text_vectors_bf16 or self.training_args.bf16)
+            return cache(dataset, model, batch_size=self.training_args.per_device_eval_batch_size,
+                         bf16=self.run_args.text_vectors_bf16 or self.training_args.bf16)
 
     def joins_finetuned_halves(self, mode: str) -> bool:
         return mode == "joint" and self.run_args.joint_init == "finetuned"
@@ -420,6 +425,7 @@ class FlipRun:
         model_args = self.model_args
         return FlipForCTR.from_pretrained(pretrained, ctr_mode=mode, fusion_init=model_args.fusion_init,
                                           freeze_text_encoder=model_args.freeze_text_encoder,
+                                          text_trainable_layers=model_args.text_trainable_layers,
                                           text_head_hidden_size=model_args.text_head_hidden_size,
                                           text_head_batch_norm=model_args.text_head_batch_norm)
 

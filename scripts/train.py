@@ -88,6 +88,7 @@ class ModelArguments:
     projection_head: str = field(default="linear", metadata={"help": "ICL projections: linear or mlp (the reference's)."})
     fusion_init: float = 0.0
     freeze_text_encoder: bool = field(default=False, metadata={"help": "Finetune text/joint modes on a frozen PLM whose vectors are cached per row."})
+    text_trainable_layers: int = field(default=0, metadata={"help": "With --freeze_text_encoder: the PLM's top k layers train all the same, over the frozen part's token states cached per row."})
     text_head_hidden_size: int = field(default=0, metadata={"help": "0: linear text logit head; > 0: an MLP of this width."})
     text_head_batch_norm: bool = field(default=True, metadata={"help": "Standardise the text vector over the batch before the text head."})
     pretrained_model: str | None = field(default=None, metadata={"help": "FLIP pretraining checkpoint for --stage finetune."})

@@ -214,6 +214,10 @@ def test_card_states_the_gain_over_the_id_baseline_and_the_frozen_serving_cost(m
     assert "this model scores 0.8011 AUC against 0.7950 for the ID-only baseline" in text and "(+0.0061)" in text
     assert "| ID-only (no pretraining) | test | 0.7950 | 0.5420 | - |" in text
     assert "language model is frozen" in text and "`text_embeds`" in text
+    top = generate_model_card(make_tiny_flip("joint", freeze_text_encoder=True, text_trainable_layers=1), tiny_flip_processor,
+                              card_data).text
+    assert "language model is frozen but for its top 1 layer(s), which finetuning trained" in top
+    assert "but for its top" not in text
     assert "What it costs" not in text  # no training times recorded: no cost is made up
 
 

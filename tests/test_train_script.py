@@ -350,6 +350,21 @@ def test_frozen_plm_finetunes_on_cached_text_vectors(train, stage_all, base_argv
     assert {"model": "joint", "seconds": pytest.approx(expected)} in card_data.training_times
 
 
+def test_top_plm_layer_finetunes_over_cached_frozen_states(train, stage_all, base_argv, tmp_path):
+    pretrain_dir = stage_all[0] / "pretrain"
+    argv = base_argv + ["--stage", "finetune", "--ctr_mode", "text", "--pretrained_model", str(pretrain_dir),
+                        "--freeze_text_encoder", "true", "--text_trainable_layers", "1", "--max_steps", "2"]
+    results = train.main(argv + ["--output_dir", str(tmp_path / "out")])
+    assert results["stages"]["flip_plm"]["global_step"] == 2
+    pretrained, finetuned = weights(pretrain_dir), weights(tmp_path / "out" / "flip_plm")
+    top = f"{TEXT_PREFIX}encoder.layer.1."  # the tiny PLM's last layer
+    plm = [k for k in finetuned if k.startswith(TEXT_PREFIX)]
+    assert any(not torch.equal(finetuned[k], pretrained[k]) for k in plm if k.startswith(top))
+    assert all(torch.equal(finetuned[k], pretrained[k]) for k in plm if not k.startswith(top))
+    config = json.loads((tmp_path / "out" / "flip_plm" / "config.json").read_text())
+    assert config["text_trainable_layers"] == 1
+
+
 def test_seed_alone_fixes_the_initial_weights(train, base_argv, tmp_path):
     argv = base_argv + ["--stage", "finetune", "--ctr_mode", "id", "--max_steps", "1"]
     torch.manual_seed(0)
