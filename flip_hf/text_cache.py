@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_EMBEDS = "text_embeds"
 TEXT_STATES = "text_states"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def text_encoder_digest(model, frozen_part_only: bool = False) -> str:
@@ -128,6 +129,10 @@ def _cache_text_column(dataset, model, column, digest, encode, batch_size, cache
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 output = encode(input_ids.to(device), attention_mask.to(device))
             output = output.float().cpu().numpy()
+            if feature is not None and not np.abs(output).max() <= FLOAT16_MAX:
+                raise ValueError(f"The PLM's frozen states reach {np.abs(output).max():.3g}, beyond float16's range "
+                                 f"({FLOAT16_MAX:.0f}) in which cache_text_states stores them: train on input_ids (the frozen "
+                                 "part then runs each step), or freeze the whole PLM and cache_text_embeddings.")
             for j, i in enumerate(rows):
                 rows_out[i] = output[j, : lengths[i]].astype(np.float16) if output.ndim == 3 else output[j]
         return {column: rows_out if feature is not None else np.stack(rows_out)}

@@ -134,6 +134,14 @@ def test_states_are_cached_only_for_a_model_with_trainable_layers(make_tiny_flip
         cache_text_states(encoded_rows(tiny_flip_processor), make_tiny_flip("text", freeze_text_encoder=True), cache_dir=tmp_path)
 
 
+def test_states_beyond_float16_are_refused_not_stored_as_infinity(make_tiny_flip, tiny_flip_processor, tmp_path):
+    model = top_layer_model(make_tiny_flip)
+    with torch.no_grad():
+        model.flip.text_encoder.encoder.layer[0].output.LayerNorm.weight.fill_(1e6)
+    with pytest.raises(ValueError, match="beyond float16's range"):
+        cache_text_states(encoded_rows(tiny_flip_processor), model, cache_dir=tmp_path)
+
+
 def test_states_pad_to_a_multiple(make_tiny_flip, tiny_flip_processor, tmp_path):
     cached = cache_text_states(encoded_rows(tiny_flip_processor, 4), top_layer_model(make_tiny_flip), cache_dir=tmp_path)
     batch = DataCollatorForFlipCTR(tiny_flip_processor, pad_to_multiple_of=16)([cached[i] for i in range(4)])
