@@ -22,7 +22,7 @@ MASKING_MODES = ("field", "token")
 TEXT_POOLINGS = ("cls", "mean")
 # PLMs whose body is embeddings followed by `encoder.layer`, layers that read (hidden states, attention mask):
 # they can be run in two parts, a frozen bottom and `text_trainable_layers` on top.
-SPLITTABLE_PLMS = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+SPLITTABLE_PLMS = ("bert", "roberta", "xlm-roberta", "camembert")
 PROJECTION_HEADS = ("linear", "mlp")
 NUMERIC_ENCODINGS = ("bucket", "piecewise_linear")
 # What shapes the ID side of a CTR model (and nothing of its text side).

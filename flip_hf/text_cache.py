@@ -134,7 +134,7 @@ def _cache_text_column(dataset, model, column, digest, encode, batch_size, cache
                                  f"({FLOAT16_MAX:.0f}) in which cache_text_states stores them: train on input_ids (the frozen "
                                  "part then runs each step), or freeze the whole PLM and cache_text_embeddings.")
             for j, i in enumerate(rows):
-                rows_out[i] = output[j, : lengths[i]].astype(np.float16) if output.ndim == 3 else output[j]
+                rows_out[i] = output[j, : lengths[i]].astype(np.float16) if feature is not None else output[j]
         return {column: rows_out if feature is not None else np.stack(rows_out)}
 
     was_training = model.training
