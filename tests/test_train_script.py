@@ -412,11 +412,14 @@ def test_text_vectors_are_computed_in_bf16_when_asked_or_under_bf16(monkeypatch,
     from flip_hf import training_run
 
     asked = []
-    monkeypatch.setattr(training_run, "cache_text_embeddings", lambda dataset, model, **options: asked.append(options["bf16"]))
+    for cache in ("cache_text_embeddings", "cache_text_states"):
+        monkeypatch.setattr(training_run, cache, lambda dataset, model, cache=cache, **options: asked.append((cache, options["bf16"])))
     run = SimpleNamespace(state=PartialState(cpu=True), run_args=SimpleNamespace(text_vectors_bf16=flag),
                           training_args=SimpleNamespace(per_device_eval_batch_size=8, bf16=mixed_precision))
-    training_run.FlipRun.with_text_vectors(run, model=None, dataset=None)
-    assert asked == [bf16]
+    for layers in (0, 1):  # pooled vectors of a frozen PLM; token states below trainable top layers
+        model = SimpleNamespace(config=SimpleNamespace(text_trainable_layers=layers))
+        training_run.FlipRun.with_text_vectors(run, model=model, dataset=None)
+    assert asked == [("cache_text_embeddings", bf16), ("cache_text_states", bf16)]
 
 
 # ------------------------------------------------------------------------------- bad configs
