@@ -472,8 +472,8 @@ class FlipModel(FlipPreTrainedModel):
 
     def top_text_layers(self) -> nn.ModuleList:
         """The PLM's top `text_trainable_layers` layers (none when it is 0)."""
-        layers = self.text_encoder.encoder.layer
-        return layers[len(layers) - self.config.text_trainable_layers:] if self.config.text_trainable_layers else nn.ModuleList()
+        k = self.config.text_trainable_layers
+        return self.text_encoder.encoder.layer[-k:] if k else nn.ModuleList()
 
     def frozen_text_states(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token states (B, T, H) below the top `text_trainable_layers` layers: the part of the PLM that a CTR
